@@ -28,12 +28,12 @@ def redraw_weights(model, seed: int, std: float = 0.3) -> None:
                 param.copy_(std * noise)
 
 
-def build_deberta(tmp_dir: Path, seed: int, safetensors: bool = True, **config_kwargs):
+def build_deberta(tmp_dir: Path, seed: int, safetensors: bool = True, std: float = 0.3, **config_kwargs):
     """Save a random `DebertaV2Model` to `tmp_dir`; return the eval-mode torch model."""
     config = transformers.DebertaV2Config(**config_kwargs)
     torch.manual_seed(seed)
     model = transformers.DebertaV2Model(config).eval()
-    redraw_weights(model, seed)
+    redraw_weights(model, seed, std)
     model.save_pretrained(tmp_dir, safe_serialization=safetensors)
     return model
 
