@@ -34,7 +34,10 @@ def build_deberta(tmp_dir: Path, seed: int, safetensors: bool = True, std: float
     torch.manual_seed(seed)
     model = transformers.DebertaV2Model(config).eval()
     redraw_weights(model, seed, std)
-    model.save_pretrained(tmp_dir, safe_serialization=safetensors)
+    model.save_pretrained(tmp_dir)
+    if not safetensors:  # transformers 5 always writes safetensors; emulate an older checkpoint
+        (Path(tmp_dir) / "model.safetensors").unlink()
+        torch.save(model.state_dict(), Path(tmp_dir) / "pytorch_model.bin")
     return model
 
 
