@@ -1,0 +1,1 @@
+"""`python -m convert`: thin entry point for gliner <-> Orbax conversion (implemented by the converter issue)."""

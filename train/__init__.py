@@ -1,0 +1,1 @@
+"""`python -m train`: thin entry point for training (implemented by the training issue)."""
