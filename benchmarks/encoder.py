@@ -26,6 +26,7 @@ import torch
 import transformers
 
 import relex_jax
+from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION
 
 V3_SMALL_SHAPED = dict(
     vocab_size=128100,
@@ -34,14 +35,8 @@ V3_SMALL_SHAPED = dict(
     num_attention_heads=12,
     intermediate_size=3072,
     max_position_embeddings=512,
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type="p2c|c2p",
-    share_att_key=True,
-    norm_rel_ebd="layer_norm",
-    position_biased_input=False,
     layer_norm_eps=1e-7,
+    **DEBERTA_V3_ATTENTION,
 )
 
 

@@ -15,20 +15,7 @@ import time
 
 import numpy as np
 
-EMBEDDED_CONFIG = dict(
-    vocab_size=1000,
-    hidden_size=128,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    intermediate_size=512,
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type="p2c|c2p",
-    share_att_key=True,
-    norm_rel_ebd="layer_norm",
-    position_biased_input=False,
-)
+EMBEDDED_CONFIG = dict(vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512)
 
 
 def selfcheck(args: argparse.Namespace) -> int:
@@ -36,9 +23,9 @@ def selfcheck(args: argparse.Namespace) -> int:
     import jax
     import jax.numpy as jnp
 
-    from relex_jax.modeling.deberta import DebertaConfig, DebertaV2Model, stack_layer_params
+    from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION, DebertaConfig, DebertaV2Model, stack_layer_params
 
-    config = DebertaConfig(**EMBEDDED_CONFIG)
+    config = DebertaConfig(**EMBEDDED_CONFIG, **DEBERTA_V3_ATTENTION)
     rng = np.random.default_rng(args.seed)
     lengths = sorted(rng.integers(1, args.seq_len + 1, size=args.batch).tolist(), reverse=True)
     lengths[0] = args.seq_len

@@ -10,7 +10,7 @@ import pytest
 from torch_fixtures import build_deberta, ragged_batch, torch, torch_last_hidden
 
 import relex_jax
-from relex_jax.modeling.deberta import stack_layer_params
+from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION, stack_layer_params
 
 BASE = dict(
     vocab_size=300,
@@ -23,10 +23,7 @@ BASE = dict(
 )
 CONFIGS = {
     # deberta-v3-small's settings; T < 128 so only the linear bucket region is used.
-    "v3_small_like": dict(
-        relative_attention=True, position_buckets=256, max_relative_positions=-1, pos_att_type="p2c|c2p",
-        share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
-    ),
+    "v3_small_like": DEBERTA_V3_ATTENTION,
     # Few buckets so that sequences reach the log-bucketed region.
     "v3_log_buckets": dict(
         relative_attention=True, position_buckets=8, max_relative_positions=64, pos_att_type="p2c|c2p",

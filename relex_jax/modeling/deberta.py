@@ -137,6 +137,18 @@ class DebertaConfig:
         return 1 if self.conv_kernel_size > 0 else 0
 
 
+# The relative-attention settings every released DeBERTa-v3 (xsmall ... large) uses.
+DEBERTA_V3_ATTENTION: dict[str, Any] = dict(
+    relative_attention=True,
+    position_buckets=256,
+    max_relative_positions=-1,
+    pos_att_type="p2c|c2p",
+    share_att_key=True,
+    norm_rel_ebd="layer_norm",
+    position_biased_input=False,
+)
+
+
 # ----------------------------------------------------------------------------------------------
 # Relative positions (host-side, static given the sequence length)
 
@@ -232,12 +244,16 @@ def _layer_norm(x, config: DebertaConfig, dtype, param_dtype, name: str = "Layer
     return y.astype(dtype)
 
 
-class DebertaEmbeddings(nn.Module):
-    """Word (+ absolute position, + token type) embeddings, projection, LayerNorm, padding mask."""
+class DebertaModule(nn.Module):
+    """Shared fields: the config, the compute `dtype` and the parameter storage `param_dtype`."""
 
     config: DebertaConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+
+class DebertaEmbeddings(DebertaModule):
+    """Word (+ absolute position, + token type) embeddings, projection, LayerNorm, padding mask."""
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
@@ -266,12 +282,8 @@ class DebertaEmbeddings(nn.Module):
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
-class DisentangledSelfAttention(nn.Module):
+class DisentangledSelfAttention(DebertaModule):
     """Content-content plus relative content-position (c2p) and position-content (p2c) attention."""
-
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, hidden, pair_mask, rel_embeddings, deterministic: bool = True):
@@ -320,13 +332,10 @@ class DisentangledSelfAttention(nn.Module):
         return jnp.swapaxes(context, -2, -3).reshape(batch, seq_len, heads * head_size)
 
 
-class DenseResidualNorm(nn.Module):
+class DenseResidualNorm(DebertaModule):
     """dense -> dropout -> LayerNorm(x + residual): transformers' SelfOutput and Output blocks."""
 
-    config: DebertaConfig
-    input_axis: str = "embed"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    input_axis: str = "embed"  # logical axis of the dense layer's input
 
     @nn.compact
     def __call__(self, x, residual, deterministic: bool = True):
@@ -336,25 +345,19 @@ class DenseResidualNorm(nn.Module):
         return _layer_norm(x + residual, cfg, self.dtype, self.param_dtype)
 
 
-class DebertaAttention(nn.Module):
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class DebertaAttention(DebertaModule):
 
     @nn.compact
     def __call__(self, hidden, pair_mask, rel_embeddings, deterministic: bool = True):
         context = DisentangledSelfAttention(self.config, self.dtype, self.param_dtype, name="self")(
             hidden, pair_mask, rel_embeddings, deterministic
         )
-        return DenseResidualNorm(self.config, "heads", self.dtype, self.param_dtype, name="output")(
+        return DenseResidualNorm(self.config, self.dtype, self.param_dtype, "heads", name="output")(
             context, hidden, deterministic
         )
 
 
-class DebertaIntermediate(nn.Module):
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+class DebertaIntermediate(DebertaModule):
 
     @nn.compact
     def __call__(self, x):
@@ -363,27 +366,20 @@ class DebertaIntermediate(nn.Module):
         return get_activation(cfg.hidden_act)(x)
 
 
-class DebertaLayer(nn.Module):
+class DebertaLayer(DebertaModule):
     """One transformer block: disentangled attention, then the feed-forward block."""
-
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, hidden, pair_mask, rel_embeddings, deterministic: bool = True):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         attended = DebertaAttention(cfg, dt, pdt, name="attention")(hidden, pair_mask, rel_embeddings, deterministic)
         inner = DebertaIntermediate(cfg, dt, pdt, name="intermediate")(attended)
-        return DenseResidualNorm(cfg, "mlp", dt, pdt, name="output")(inner, attended, deterministic)
+        return DenseResidualNorm(cfg, dt, pdt, "mlp", name="output")(inner, attended, deterministic)
 
 
-class _ScannedLayer(nn.Module):
+class _ScannedLayer(DebertaModule):
     """`DebertaLayer` in the (carry, x) -> (carry, y) form `nn.scan` needs."""
 
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
     remat: bool = False
 
     @nn.compact
@@ -395,12 +391,8 @@ class _ScannedLayer(nn.Module):
         return out, out
 
 
-class ConvLayer(nn.Module):
+class ConvLayer(DebertaModule):
     """DeBERTa-v2's 1-D convolution branch, applied to the embeddings after the first layer."""
-
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, embeddings, layer_output, attention_mask, deterministic: bool = True):
@@ -425,12 +417,9 @@ class ConvLayer(nn.Module):
         return _layer_norm(layer_output + out, cfg, self.dtype, self.param_dtype) * mask
 
 
-class DebertaEncoder(nn.Module):
+class DebertaEncoder(DebertaModule):
     """The layer stack with shared relative-position embeddings and the optional conv branch."""
 
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
     remat: bool = False
     scan_layers: bool = False
 
@@ -474,7 +463,7 @@ class DebertaEncoder(nn.Module):
         return (hidden, tuple(states)) if output_hidden_states else hidden
 
 
-class DebertaV2Model(nn.Module):
+class DebertaV2Model(DebertaModule):
     """Flax counterpart of `transformers.DebertaV2Model`.
 
     `apply({"params": p}, input_ids, attention_mask)` returns the last hidden state (B, T, H);
@@ -483,9 +472,6 @@ class DebertaV2Model(nn.Module):
     stack as one `nn.scan` (params stacked under `encoder/layers`, see `stack_layer_params`).
     """
 
-    config: DebertaConfig
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
     remat: bool = False
     scan_layers: bool = False
 
