@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -18,80 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from relex_jax.checkpoint.files import read_state_dict, resolve_model_dir
 from relex_jax.checkpoint.torch_mapping import DEBERTA_V2_RULES, convert_state_dict, flatten_params
 from relex_jax.modeling.deberta import DebertaConfig, DebertaV2Model, stack_layer_params
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
-_TORCH_WEIGHT_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
 # Task models (DebertaV2ForMaskedLM, ...) store the backbone under this prefix next to their heads.
 _BACKBONE_PREFIX = "deberta."
 # Buffers and tensors `transformers` itself drops when loading a DebertaV2Model.
 _ALWAYS_IGNORED = (r"embeddings\.position_ids",)
-
-
-def resolve_model_dir(path_or_hub_id: str | os.PathLike) -> Path:
-    """A local directory as is; otherwise download config and weights from the Hugging Face hub."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
-    name = str(path_or_hub_id)
-    if path.exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
-        raise FileNotFoundError(f"{name!r} is neither a model directory nor a Hugging Face hub id")
-    from huggingface_hub import snapshot_download  # a dependency of transformers
-
-    try:
-        local = Path(snapshot_download(name, allow_patterns=["config.json", *_WEIGHT_PATTERNS]))
-        if not any(local.glob("*.safetensors")):
-            local = Path(snapshot_download(name, allow_patterns=["config.json", *_TORCH_WEIGHT_PATTERNS]))
-    except Exception as err:  # network, auth, missing repo: all end the same way for the user
-        raise OSError(
-            f"could not fetch {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
-            "Without network access, pass a local directory holding config.json and model.safetensors "
-            "(or pytorch_model.bin)."
-        ) from err
-    return local
-
-
-def read_state_dict(model_dir: Path) -> dict[str, np.ndarray]:
-    """All tensors of a transformers checkpoint directory (single or sharded) as numpy arrays."""
-    safetensor_files = _shards(model_dir, "model.safetensors")
-    if safetensor_files:
-        from safetensors import safe_open
-
-        tensors = {}
-        for file in safetensor_files:
-            # framework="flax" understands bfloat16, which numpy alone does not.
-            with safe_open(file, framework="flax") as f:
-                for key in f.keys():
-                    tensors[key] = np.asarray(f.get_tensor(key))
-        return tensors
-    bin_files = _shards(model_dir, "pytorch_model.bin")
-    if bin_files:
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                f"{model_dir} stores its weights as pytorch_model.bin, which needs PyTorch to read: "
-                "pip install torch (or re-save the model with safetensors)"
-            ) from None
-        tensors = {}
-        for file in bin_files:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-            tensors.update({k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()})
-        return tensors
-    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin (or sharded index) in {model_dir}")
-
-
-def _shards(model_dir: Path, filename: str) -> list[Path]:
-    if (model_dir / filename).is_file():
-        return [model_dir / filename]
-    index = model_dir / f"{filename}.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [model_dir / name for name in sorted(set(weight_map.values()))]
-    return []
 
 
 def select_backbone_tensors(state: dict[str, np.ndarray], config: DebertaConfig) -> dict[str, np.ndarray]:
@@ -132,7 +67,7 @@ def load_hf_encoder(
     exactly as `transformers.DebertaV2Model` does. Raises `CheckpointMismatchError` naming every
     unexpected, missing or misshaped tensor.
     """
-    model_dir = resolve_model_dir(path_or_hub_id)
+    model_dir = resolve_model_dir(path_or_hub_id, "config.json")
     config_file = model_dir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"no config.json in {model_dir}")

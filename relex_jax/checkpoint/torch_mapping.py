@@ -23,6 +23,18 @@ class ModuleKind:
     name: str
     leaves: Mapping[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]
 
+    def lookup(self, leaf: str) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
+        """(Flax leaf, transform) for a torch leaf name, or None if this kind has no such leaf.
+
+        `leaves` keys are regexes on the torch leaf name; their groups fill the Flax leaf
+        template, which may be a sub-path (nn.LSTM's `weight_ih_l1` -> `layer_1/forward/...`).
+        """
+        for pattern, (flax_leaf, transform) in self.leaves.items():
+            match = re.fullmatch(pattern, leaf)
+            if match:
+                return flax_leaf.format(*match.groups()), transform
+        return None
+
 
 def _same(x):
     return x
@@ -101,8 +113,9 @@ def _map_key(key: str, rules: Iterable[ModuleRule]) -> tuple[str, Callable] | No
     module, _, leaf = key.rpartition(".")
     for rule in rules:
         match = re.fullmatch(rule.torch, module)
-        if match and leaf in rule.kind.leaves:
-            flax_leaf, transform = rule.kind.leaves[leaf]
+        found = rule.kind.lookup(leaf) if match else None
+        if found is not None:
+            flax_leaf, transform = found
             return rule.flax.format(*match.groups()) + "/" + flax_leaf, transform
     return None
 
@@ -144,3 +157,58 @@ def convert_state_dict(
     if problems:
         raise CheckpointMismatchError("; ".join(problems))
     return unflatten_params(flat)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bidirectional `nn.LSTM` (any number of layers) -> `relex_jax.modeling.layers.BiLSTM`.
+
+_LSTM_TENSORS = {
+    "weight_ih": ("input_kernel", np.transpose),
+    "weight_hh": ("hidden_kernel", np.transpose),
+    "bias_ih": ("input_bias", _same),
+    "bias_hh": ("hidden_bias", _same),
+}
+# Gate order [i, f, g, o] is the same on both sides and both biases are kept, so every tensor
+# round-trips exactly (the inverse transforms are the transforms themselves).
+BILSTM = ModuleKind(
+    "bilstm",
+    {
+        rf"{torch_name}_l(\d+){suffix}": (f"layer_{{0}}/{direction}/{flax_name}", transform)
+        for torch_name, (flax_name, transform) in _LSTM_TENSORS.items()
+        for suffix, direction in (("", "forward"), ("_reverse", "backward"))
+    },
+)
+# gliner's `rnn` (LstmSeq2SeqEncoder) holds the LSTM as `rnn.lstm`; the Flax BiLSTM is `rnn`.
+BILSTM_RULES: tuple[ModuleRule, ...] = (ModuleRule(r"rnn\.lstm", "rnn", BILSTM),)
+
+
+# ----------------------------------------------------------------------------------------------
+# gliner span relex (`UniEncoderSpanRelexModel`) -> `relex_jax.modeling.relex.RelexModule`.
+
+
+def prefixed(rules: Iterable[ModuleRule], torch_prefix: str, flax_prefix: str) -> tuple[ModuleRule, ...]:
+    """The same rules for a module nested under `torch_prefix` (torch) / `flax_prefix` (Flax)."""
+    return tuple(ModuleRule(re.escape(torch_prefix) + r.torch, flax_prefix + r.flax, r.kind) for r in rules)
+
+
+def _projection_mlp(torch_module: str, flax_module: str) -> tuple[ModuleRule, ...]:
+    """gliner's `create_projection_layer` Sequential: Linear `.0` -> `hidden`, Linear `.3` -> `output`."""
+    return (
+        ModuleRule(torch_module + r"\.0", flax_module + "/hidden", LINEAR),
+        ModuleRule(torch_module + r"\.3", flax_module + "/output", LINEAR),
+    )
+
+
+RELEX_RULES: tuple[ModuleRule, ...] = (
+    *prefixed(DEBERTA_V2_RULES, "token_rep_layer.bert_layer.model.", "backbone/"),
+    ModuleRule(
+        r"token_rep_layer\.bert_layer\.layers_fuser\.(squeeze|W1|W2|output_projection)", "layers_fuser/{0}", LINEAR
+    ),
+    ModuleRule(r"token_rep_layer\.projection", "projection", LINEAR),
+    *BILSTM_RULES,
+    *_projection_mlp(r"span_rep_layer\.span_rep_layer\.(project_start|project_end|out_project)", "span_rep/{0}"),
+    *_projection_mlp(r"prompt_rep_layer", "prompt_rep"),
+    *_projection_mlp(r"pair_rep_layer", "pair_rep"),
+)
+# gliner constructs a CrossFuser when `post_fusion_schema` is set but never calls it.
+RELEX_UNUSED_KEYS = (r"cross_fuser\..*",)

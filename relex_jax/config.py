@@ -1,0 +1,80 @@
+"""`RelexConfig`: the gliner span-relex configuration fields our model reads.
+
+`from_gliner_dict` accepts a `gliner_config.json` dict; every field we do not interpret is kept
+verbatim in `extra`, so `to_gliner_dict` writes back what gliner wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from relex_jax.modeling.deberta import DebertaConfig
+
+SUBTOKEN_POOLING = ("first", "last", "mean", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class RelexConfig:
+    encoder: DebertaConfig
+    hidden_size: int = 512  # D, the GLiNER width; a Linear(H -> D) follows the backbone when D != H
+    dropout: float = 0.4
+    max_width: int = 12  # K
+    span_mode: str = "markerV0"
+    num_rnn_layers: int = 1
+    fuse_layers: bool = False
+    subtoken_pooling: str = "first"
+    embed_ent_token: bool = True
+    embed_rel_token: bool = True
+    ent_token: str = "<<ENT>>"
+    sep_token: str = "<<SEP>>"
+    rel_token: str = "<<REL>>"
+    class_token_index: int = -1
+    rel_token_index: int = -1
+    vocab_size: int = -1
+    relations_layer: str | None = "none"
+    triples_layer: str | None = None
+    max_len: int = 384
+    words_splitter_type: str = "whitespace"
+    span_encoder_config: Any = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        unsupported = []
+        if self.span_mode != "markerV0":
+            unsupported.append(f"span_mode={self.span_mode!r} (only 'markerV0', the released setting)")
+        if self.relations_layer is None:
+            unsupported.append("relations_layer=None (a plain NER model, not GLiNER-Relex)")
+        elif self.relations_layer.lower() != "none":
+            unsupported.append(f"relations_layer={self.relations_layer!r} (adjacency heads are not implemented yet)")
+        if self.triples_layer is not None:
+            unsupported.append(f"triples_layer={self.triples_layer!r} (KGE scorers are not implemented yet)")
+        if self.span_encoder_config is not None:
+            unsupported.append("span_encoder_config (a context encoder inside the span layer)")
+        if self.subtoken_pooling not in SUBTOKEN_POOLING:
+            unsupported.append(f"subtoken_pooling={self.subtoken_pooling!r} (one of {', '.join(SUBTOKEN_POOLING)})")
+        if self.num_rnn_layers < 0 or self.max_width < 1 or self.hidden_size < 1:
+            unsupported.append("num_rnn_layers >= 0, max_width >= 1 and hidden_size >= 1 are required")
+        if unsupported:
+            raise ValueError("unsupported GLiNER-Relex configuration: " + "; ".join(unsupported))
+
+    @classmethod
+    def from_gliner_dict(cls, raw: Mapping[str, Any]) -> "RelexConfig":
+        """Read a `gliner_config.json` dict (its `encoder_config` must be a full backbone config)."""
+        encoder = raw.get("encoder_config")
+        if not isinstance(encoder, Mapping):
+            raise ValueError(
+                "gliner_config.json has no encoder_config dict; configs saved by gliner always carry one"
+            )
+        names = {f.name for f in dataclasses.fields(cls)} - {"encoder", "extra"}
+        known = {k: raw[k] for k in names if k in raw}
+        extra = {k: v for k, v in raw.items() if k not in names}  # keeps the raw encoder_config too
+        return cls(encoder=DebertaConfig.from_hf_dict(encoder), extra=extra, **known)
+
+    def to_gliner_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for field in dataclasses.fields(self):
+            if field.name not in ("encoder", "extra"):
+                out[field.name] = getattr(self, field.name)
+        out["encoder_config"] = {**self.extra.get("encoder_config", {}), **self.encoder.to_hf_dict()}
+        return out

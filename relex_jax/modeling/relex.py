@@ -1,0 +1,167 @@
+"""The span-level GLiNER-Relex model (`UniEncoderSpanRelexModel`, released setting) in Flax.
+
+backbone -> (layer fuser) -> (H -> D projection) -> word vectors (+ BiLSTM) and prompt vectors
+-> markerV0 span scores against entity prompts -> entity selection (static cap E)
+-> all ordered pairs -> pair-MLP scores against relation prompts.
+
+All sizes reach `jit` as array shapes (B, T, W, K, C, R) or the static `max_entities` (E).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from relex_jax.config import RelexConfig
+from relex_jax.modeling.deberta import DebertaV2Model
+from relex_jax.modeling.layers import BiLSTM
+from relex_jax.modeling.mlp import Linear, ProjectionMLP
+from relex_jax.modeling.relations import all_pairs_mask, pair_representations, relation_logits, select_entities
+from relex_jax.modeling.spans import SpanMarkerV0
+
+Dtype = Any
+
+
+@flax.struct.dataclass
+class RelexOutput:
+    entity_logits: jax.Array  # (B, W, K, C)
+    entity_index: jax.Array  # (B, E) flat span index l*K+k of each selected entity
+    entity_mask: jax.Array  # (B, E)
+    entity_count: jax.Array  # (B,) spans that passed the threshold; > E means the cap cut them
+    pair_mask: jax.Array  # (B, E, E) ordered pairs of real entities, i != j
+    relation_logits: jax.Array  # (B, E, E, R)
+    span_rep: jax.Array | None = None  # (B, W, K, D), only with materialize=True
+    pair_rep: jax.Array | None = None  # (B, E, E, D), only with materialize=True
+
+
+class LayersFuser(nn.Module):
+    """Squeeze-excitation weighting of the backbone layers (`fuse_layers=True`).
+
+    As gliner: the squeeze averages over all T positions, padding included.
+    """
+
+    num_layers: int
+    hidden_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, layers):  # (B, L, T, H)
+        n, h, dt, pdt = self.num_layers, self.hidden_size, self.dtype, self.param_dtype
+        squeezed = Linear(h, 1, ("embed", None), dt, pdt, name="squeeze")(layers)[..., 0].mean(-1)  # (B, L)
+        excite = Linear(n, n // 2, (None, None), dt, pdt, name="W1")(squeezed)
+        weights = jax.nn.sigmoid(Linear(n // 2, n, (None, None), dt, pdt, name="W2")(jax.nn.relu(excite)))
+        fused = jnp.einsum("bl,blth->bth", weights, layers)
+        return Linear(h, h, ("embed", "embed"), dt, pdt, name="output_projection")(fused)
+
+
+def pool_words(tokens, words_mask, attention_mask, num_words: int, mode: str):
+    """Token vectors (B, T, D) -> word vectors (B, W, D) as gliner's `extract_word_embeddings`.
+
+    `words_mask` holds 1-based word indices (0 = not a word token); first/last mark one token per
+    word, mean/max every sub-token. Words without tokens stay 0.
+    """
+    batch, _, dim = tokens.shape
+    valid = (words_mask > 0) & (words_mask <= num_words)
+    if mode in ("mean", "max"):
+        valid &= attention_mask.astype(bool)
+    segment = jnp.where(valid, jnp.arange(batch)[:, None] * num_words + words_mask - 1, batch * num_words)
+    segment, flat = segment.reshape(-1), tokens.reshape(-1, dim)
+    segments = batch * num_words + 1  # the last one collects non-word tokens, then is dropped
+    if mode == "max":
+        pooled = jax.ops.segment_max(flat, segment, segments)
+        counts = jax.ops.segment_sum(jnp.ones_like(segment), segment, segments)
+        pooled = jnp.where(counts[:, None] > 0, pooled, 0)
+    else:
+        pooled = jax.ops.segment_sum(flat, segment, segments)
+        if mode == "mean":
+            counts = jax.ops.segment_sum(jnp.ones_like(segment), segment, segments)
+            pooled = pooled / jnp.maximum(counts, 1)[:, None].astype(pooled.dtype)
+    return pooled[:-1].reshape(batch, num_words, dim)
+
+
+def gather_prompts(tokens, prompt_index, prompt_mask):
+    """Prompt vectors (B, P, D) at token positions `prompt_index` (B, P); padded slots are 0."""
+    vectors = jnp.take_along_axis(tokens, prompt_index[..., None].astype(jnp.int32), axis=1)
+    return vectors * prompt_mask[..., None].astype(vectors.dtype)
+
+
+class RelexModule(nn.Module):
+    config: RelexConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+    scan_layers: bool = False
+
+    def setup(self):
+        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        enc, d = cfg.encoder, cfg.hidden_size
+        self.backbone = DebertaV2Model(enc, dt, pdt, remat=self.remat, scan_layers=self.scan_layers)
+        if cfg.fuse_layers:
+            self.layers_fuser = LayersFuser(enc.num_hidden_layers, enc.hidden_size, dt, pdt)
+        if d != enc.hidden_size:
+            self.projection = Linear(enc.hidden_size, d, ("embed", None), dt, pdt)
+        if cfg.num_rnn_layers > 0:
+            self.rnn = BiLSTM(d // 2, cfg.num_rnn_layers, dt, pdt)
+        self.span_rep = SpanMarkerV0(d, cfg.max_width, cfg.dropout, dt, pdt)
+        self.prompt_rep = ProjectionMLP(d, d, cfg.dropout, dt, pdt)
+        self.pair_rep = ProjectionMLP(2 * d, d, cfg.dropout, dt, pdt)
+
+    def encode(self, input_ids, attention_mask, deterministic: bool = True):
+        """Token vectors (B, T, D): backbone, optional layer fusion, optional projection."""
+        if self.config.fuse_layers:
+            _, states = self.backbone(input_ids, attention_mask, deterministic=deterministic, output_hidden_states=True)
+            tokens = self.layers_fuser(jnp.stack(states[1:], axis=1))
+        else:
+            tokens = self.backbone(input_ids, attention_mask, deterministic=deterministic)
+        if self.config.hidden_size != self.config.encoder.hidden_size:
+            tokens = self.projection(tokens)
+        return tokens
+
+    def __call__(
+        self,
+        input_ids,  # (B, T)
+        attention_mask,  # (B, T)
+        words_mask,  # (B, T) 1-based word index per token, 0 elsewhere (gliner's words_mask)
+        text_lengths,  # (B,) words per text
+        span_mask,  # (B, W, K) True for spans inside the text
+        entity_prompt_index,  # (B, C) token positions of the entity prompt vectors
+        entity_prompt_mask,  # (B, C)
+        relation_prompt_index,  # (B, R)
+        relation_prompt_mask,  # (B, R)
+        threshold,  # scalar: entity probability a span needs to take part in relations
+        max_entities: int = 32,  # static cap E on selected entities per row
+        deterministic: bool = True,
+        materialize: bool = False,
+    ) -> RelexOutput:
+        num_words = span_mask.shape[1]
+        tokens = self.encode(input_ids, attention_mask, deterministic)
+        entity_prompts = self.prompt_rep(gather_prompts(tokens, entity_prompt_index, entity_prompt_mask), deterministic)
+        relation_prompts = gather_prompts(tokens, relation_prompt_index, relation_prompt_mask)  # unprojected
+
+        words = pool_words(tokens, words_mask, attention_mask, num_words, self.config.subtoken_pooling)
+        if self.config.num_rnn_layers > 0:
+            words = self.rnn(words, text_lengths)
+
+        span_hidden = self.span_rep.hidden(words, span_mask, deterministic)  # (B, W, K, 4D)
+        folded, offset = self.span_rep.out_project.fold_output(entity_prompts)
+        entity_logits = jnp.einsum("bwkh,bhc->bwkc", span_hidden, folded) + offset[:, None, None, :]
+
+        index, entity_mask, count = select_entities(
+            entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities
+        )
+        flat_hidden = span_hidden.reshape(span_hidden.shape[0], -1, span_hidden.shape[-1])
+        selected = jnp.take_along_axis(flat_hidden, index[..., None], axis=1)  # (B, E, 4D)
+        entities = self.span_rep.out_project.output(selected) * entity_mask[..., None].astype(selected.dtype)
+        pair_mask = all_pairs_mask(entity_mask)
+        rel_logits = relation_logits(self.pair_rep, entities, relation_prompts, deterministic)
+
+        extras = {}
+        if materialize:
+            extras["span_rep"] = self.span_rep(words, span_mask, deterministic)
+            extras["pair_rep"] = pair_representations(self.pair_rep, entities, deterministic)
+        return RelexOutput(entity_logits, index, entity_mask, count, pair_mask, rel_logits, **extras)
