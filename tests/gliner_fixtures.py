@@ -6,7 +6,8 @@ Test helpers (no tests here). Three pieces:
   saved as a DeBERTa-v3-style tokenizer directory (ids 0-3 = [PAD] [CLS] [SEP] [UNK]).
 - `build_relex_model(path, seed, std, **overrides)`: a tiny DeBERTa-v3-like backbone plus a gliner
   span-relex model built through gliner's own API, every parameter re-drawn at `std` (GUIDE §4, §6),
-  saved with safetensors and reloaded strictly; returns the model loaded from disk.
+  the last layer of each head then calibrated so logits spread over a usable range, saved with
+  safetensors and reloaded strictly; returns the model loaded from disk.
 - `reference_forward(model, texts, labels, relations, ...)`: the reference's own batch preparation
   and nn forward (eval, no grad); returns the model inputs and raw outputs as numpy arrays.
 """
@@ -247,7 +248,16 @@ def _init_arg_names(*classes) -> set[str]:
 
 
 _GLINER_KEYS = _init_arg_names(BaseGLiNERConfig, UniEncoderRelexConfig, GLiNERConfig)
-_ENCODER_KEYS = set(transformers.DebertaV2Config().to_dict()) - _GLINER_KEYS
+# DebertaV2Config's declared fields plus the attributes the model reads with getattr only.
+_DEBERTA_EXTRA_KEYS = {
+    "position_buckets", "share_att_key", "norm_rel_ebd", "attention_head_size", "embedding_size",
+    "conv_kernel_size", "conv_groups", "conv_act",
+}
+_ENCODER_KEYS = (
+    _init_arg_names(transformers.DebertaV2Config)
+    | set(transformers.DebertaV2Config().to_dict())
+    | _DEBERTA_EXTRA_KEYS
+) - _GLINER_KEYS
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -298,18 +308,24 @@ def _scale_linear(linear, factor: float) -> None:
 _GRAM_ADJACENCY = ("bilinear", "gcn", "gat")
 
 
-def _calibrate_heads(model, logit_std: float) -> dict[str, float]:
-    """Rescale the last Linear of the span, entity-prompt and pair heads (data-driven, in place).
+def _calibrate_heads(model, logit_std: float, entity_logit_mean: float | None) -> dict[str, float]:
+    """Set the last Linear of the span, entity-prompt, adjacency and pair heads (data-driven, in place).
 
     Re-drawn at std 0.3, every GLiNER MLP multiplies the scale by ~sqrt(fan_in) * 0.3, so entity
     logits reach |x| ~ 1e3 and every sigmoid saturates to exactly 0 or 1 (no usable threshold, tied
-    decoder scores). Each of these heads is linear in its last layer, so scaling that layer's
-    weight and bias scales its output exactly. On `CALIBRATION_TEXTS`, in this order:
-    span vectors so that dot products of two different spans of a text have RMS `logit_std`
-    (what the `dot` adjacency head and the KGE scorers see); the adjacency logits of the `mlp`,
-    `bilinear`, `gcn` and `gat` heads to scale `logit_std` (their last Linear); then entity
-    logits and pair-MLP relation logits to std `logit_std`. `attn` adjacency (softmax weights)
-    and KGE parameters stay as drawn.
+    decoder scores). Each head ends in a Linear, and an affine change of that Linear's weight and
+    bias changes its output exactly as intended. Measured on `CALIBRATION_TEXTS`, in this order:
+
+    1. span vectors (`span_rep_layer`): centred (no offset shared by every dot product), component 0
+       made a constant `a` (a "bias feature"), then scaled so that dot products of two different
+       spans of a text have RMS `logit_std` (what the `dot` adjacency head and KGE scorers see);
+    2. entity logits (`prompt_rep_layer`) to std `logit_std`, then, through the prompt bias at
+       component 0 (multiplied by the constant `a` in every span), to mean `entity_logit_mean`;
+    3. adjacency logits of the `mlp`, `bilinear`, `gcn` and `gat` heads centred and scaled to
+       `logit_std` on the spans selected at threshold 0.5 (`dot` has no parameters; `attn` gives
+       softmax weights and is left as drawn);
+    4. pair-MLP relation logits (`pair_rep_layer`) to std `logit_std`. KGE parameters stay as drawn.
+
     Returns the factors applied.
     """
     inner = model.model
@@ -322,49 +338,86 @@ def _calibrate_heads(model, logit_std: float) -> dict[str, float]:
             model, CALIBRATION_TEXTS, CALIBRATION_LABELS, CALIBRATION_RELATIONS, threshold, adjacency_threshold=0.0
         )
 
-    try:
-        # Threshold 0 selects (nearly) every span: attn/gat adjacency heads crash when none is kept.
-        out = run(0.0)
+    def captured_spans(out):
         spans = captured["span"].detach().flatten(1, 2)  # (B, S, D)
-        valid = torch.from_numpy(out["span_mask"])
+        return spans, torch.from_numpy(out["span_mask"])
+
+    try:
+        # 1. Threshold 0 selects (nearly) every span: attn/gat adjacency heads crash when none is kept.
+        spans, valid = captured_spans(run(0.0))
+        span_last = _last_linear(inner.span_rep_layer)
+        with torch.no_grad():
+            mean = spans[valid].mean(0)
+            span_last.bias.sub_(mean)
+            span_last.weight[0].zero_()
+            span_last.bias[0] = 0.0
+        spans = spans - mean
+        spans[..., 0] = 0.0
         dots = []
         for row, keep in zip(spans, valid):
             x = row[keep]
-            gram = x @ x.T
-            dots.append(gram[~torch.eye(len(x), dtype=torch.bool)])
+            dots.append((x @ x.T)[~torch.eye(len(x), dtype=torch.bool)])
         rms = float(torch.cat(dots).pow(2).mean().sqrt())
         factors = {"span_rep_layer": (logit_std / rms) ** 0.5}
-        _scale_linear(_last_linear(inner.span_rep_layer), factors["span_rep_layer"])
+        _scale_linear(span_last, factors["span_rep_layer"])
+        bias_feature = float(spans[valid][:, 1:].std()) * factors["span_rep_layer"]
+        with torch.no_grad():
+            span_last.bias[0] = bias_feature
 
+        # 2.
+        out = run(0.0)
+        spans, _ = captured_spans(out)
+        if not torch.allclose(spans[..., 0], torch.tensor(bias_feature), rtol=1e-4):
+            mode = model.config.span_mode
+            raise AssertionError(f"span_mode {mode!r}: span vectors are not affine in the last Linear")
+        valid = out["span_mask"].reshape(out["logits"].shape[:3])
+        factors["prompt_rep_layer"] = logit_std / float(out["logits"][valid].std())
+        prompt_last = _last_linear(inner.prompt_rep_layer)
+        _scale_linear(prompt_last, factors["prompt_rep_layer"])
+        if entity_logit_mean is not None:
+            current = float(out["logits"][valid].mean()) * factors["prompt_rep_layer"]
+            with torch.no_grad():
+                prompt_last.bias[0] += (entity_logit_mean - current) / bias_feature
+
+        def run_selected():
+            """Forward at threshold 0.5 (a realistic entity set), or 0 if that keeps < 2 entities."""
+            try:
+                out = run(0.5)
+                if (out["entity_mask"].sum(1) >= 2).any():
+                    return out
+            except (RuntimeError, IndexError):  # attn / gat heads fail when no span is kept
+                pass
+            return run(0.0)
+
+        # 3.
         mode = str(model.config.relations_layer).lower()
         if mode in _GRAM_ADJACENCY or mode == "mlp":
             # Adjacency logits are Z Z^T (Z = the last Linear's output) or that Linear's output.
-            last = _last_linear(inner.relations_rep_layer)
-            hook_adj = last.register_forward_hook(lambda _m, _a, out: captured.__setitem__("adj", out))
+            adj_last = _last_linear(inner.relations_rep_layer)
+            hook_adj = adj_last.register_forward_hook(lambda _m, _a, out: captured.__setitem__("adj", out))
             try:
-                out = run(0.0)
+                out = run_selected()
             finally:
                 hook_adj.remove()
             z, mask = captured["adj"].detach(), torch.from_numpy(out["entity_mask"]).bool()
             pair_valid = (mask[:, :, None] & mask[:, None, :]) & ~torch.eye(mask.shape[1], dtype=torch.bool)
-            if mode == "mlp":
-                factors["relations_rep_layer"] = logit_std / float(z.squeeze(-1)[pair_valid].std())
-            else:
-                rms = float((z @ z.transpose(1, 2))[pair_valid].pow(2).mean().sqrt())
-                factors["relations_rep_layer"] = (logit_std / rms) ** 0.5
-            _scale_linear(last, factors["relations_rep_layer"])
+            with torch.no_grad():  # centre, so that about half the pairs pass adjacency threshold 0.5
+                if mode == "mlp":
+                    z = z.squeeze(-1)[pair_valid]
+                    adj_last.bias.sub_(z.mean())
+                    factors["relations_rep_layer"] = logit_std / float(z.std())
+                else:
+                    z_mean = z[mask].mean(0)
+                    adj_last.bias.sub_(z_mean)
+                    z = z - z_mean
+                    rms = float((z @ z.transpose(1, 2))[pair_valid].pow(2).mean().sqrt())
+                    factors["relations_rep_layer"] = (logit_std / rms) ** 0.5
+            _scale_linear(adj_last, factors["relations_rep_layer"])
 
-        out = run(0.0)
-        valid = out["span_mask"].reshape(out["logits"].shape[:3])
-        factors["prompt_rep_layer"] = logit_std / float(out["logits"][valid].std())
-        _scale_linear(_last_linear(inner.prompt_rep_layer), factors["prompt_rep_layer"])
-
+        # 4.
         if hasattr(inner, "pair_rep_layer"):
-            out = run(0.5)
+            out = run_selected()
             rel = out["rel_logits"][out["rel_mask"]]
-            if rel.size < 2:  # too few spans above 0.5: score pairs of all spans instead
-                out = run(0.0)
-                rel = out["rel_logits"][out["rel_mask"]]
             if rel.size < 2:
                 raise AssertionError("no entity pairs in the calibration batch")
             factors["pair_rep_layer"] = logit_std / float(rel.std())
@@ -380,6 +433,7 @@ def build_relex_model(
     std: float = 0.3,
     encoder: dict[str, Any] | None = None,
     logit_std: float | None = 3.0,
+    entity_logit_mean: float | None = -4.5,
     **config_overrides,
 ):
     """Build, re-draw, save and strictly reload a tiny random GLiNER span-relex model.
@@ -392,10 +446,14 @@ def build_relex_model(
             ~ N(0, std), biases ~ N(0, 0.1), LayerNorm scales ~ 1 + N(0, 0.2)).
         encoder: DebertaV2Config overrides (e.g. `{"hidden_size": 48, "num_attention_heads": 4}`
             for a backbone width H != 64); defaults in `DEFAULT_ENCODER`.
-        logit_std: after the re-draw, rescale the last Linear of the span / prompt / pair heads so
-            that span-vector dot products, entity logits and relation logits have scale
-            `logit_std` on `CALIBRATION_TEXTS` (see `_calibrate_heads`); None keeps the raw re-draw,
-            whose entity logits are ~1e3 and whose sigmoids are all exactly 0 or 1.
+        logit_std: after the re-draw, set the last Linear of the span / prompt / adjacency / pair
+            heads so that span-vector dot products, entity logits, adjacency logits and relation
+            logits have scale `logit_std` on `CALIBRATION_TEXTS` (see `_calibrate_heads`); None
+            keeps the raw re-draw, whose entity logits are ~1e3 and whose sigmoids are all exactly
+            0 or 1.
+        entity_logit_mean: mean entity logit on the calibration texts (with `logit_std`); the
+            default -4.5 makes threshold 0.5 select roughly 10-30% of the spans, as in a trained
+            model where most spans are not entities. None leaves the mean near 0 (most spans kept).
         **config_overrides: gliner config fields (`relations_layer`, `triples_layer`, `hidden_size`
             = D, `max_width`, `num_rnn_layers`, `fuse_layers`, `subtoken_pooling`, `embed_ent_token`,
             ...; defaults in `DEFAULT_GLINER`). Keys that are only DebertaV2Config fields
@@ -424,7 +482,7 @@ def build_relex_model(
     redraw_weights(built.model, seed, std)
     built.eval()
     if logit_std is not None:
-        _calibrate_heads(built, logit_std)
+        _calibrate_heads(built, logit_std, entity_logit_mean)
     built.save_pretrained(path, safe_serialization=True)
 
     model = GLiNER.from_pretrained(str(path), local_files_only=True, strict=True)
@@ -501,7 +559,9 @@ def reference_forward(
       pred_adj_matrix      (B, E, E) float32 adjacency probabilities from relations_rep_layer;
                            present only when `relations_layer` is an adjacency head (not "none")
       threshold, adjacency_threshold  () float64, the thresholds used (adjacency defaults to threshold)
-    E and N are at least 1 even when nothing is selected (gliner's fallback shapes).
+    E is the largest per-row count of selected spans and may be 0. N = max_b n_b (n_b - 1) for
+    relations_layer "none", but at least 1: with no pair anywhere gliner returns rel_idx = -1,
+    rel_mask False and rel_logits scored on zero head/tail vectors, shape (B, 1, R). R may be 0.
     """
     model.eval()
     if adjacency_threshold is None:

@@ -79,10 +79,12 @@ def test_reference_forward_shapes_and_selection(relex):
     assert out["words_embedding"].shape == (B, W, D)
     assert out["input_ids"].shape == out["attention_mask"].shape == out["words_mask"].shape
     assert list(out["words_mask"].max(1)) == list(lengths)
-    # In-text spans: start l, width k with l + k < L.
-    starts, ends = out["span_idx"][..., 0], out["span_idx"][..., 1]
-    assert np.array_equal(out["span_mask"], ends < lengths[:, None])
-    assert np.array_equal(ends - starts, np.tile(np.arange(K), W)[None].repeat(B, 0))
+    # Row l*K + k is the span (l, l+k) for l < L, in-text iff l + k < L; rows past L*K are (0, 0) padding.
+    for b, L in enumerate(lengths):
+        table = np.array([(l, l + k) for l in range(L) for k in range(K)])
+        assert np.array_equal(out["span_idx"][b, : L * K], table)
+        assert np.array_equal(out["span_mask"][b, : L * K], table[:, 1] < L)
+        assert not out["span_mask"][b, L * K :].any() and (out["span_idx"][b, L * K :] == 0).all()
 
     logits = out["logits"]
     assert np.isfinite(logits).all() and logits.std() > 1.0
@@ -93,7 +95,7 @@ def test_reference_forward_shapes_and_selection(relex):
     keep = (prob > 0.5) & out["span_mask"]
     n = keep.sum(1)
     E = out["entity_spans"].shape[1]
-    assert E == max(n.max(), 1) and np.array_equal(out["entity_mask"].sum(1), n)
+    assert E == n.max() > 0 and np.array_equal(out["entity_mask"].sum(1), n)
     for b in range(B):
         assert np.array_equal(out["entity_spans"][b, : n[b]], out["span_idx"][b][keep[b]])
         assert (out["entity_spans"][b, n[b]:] == 0).all()
@@ -109,26 +111,27 @@ def test_reference_forward_shapes_and_selection(relex):
 
 
 def test_threshold_gives_moderate_selection(relex):
-    """Calibrated logits spread out: a threshold selects some spans (not none, not all) and pairs."""
+    """Logits spread out: threshold 0.5 keeps some spans (not none, not all) and gives pairs."""
     model, _ = relex
     out = reference_forward(model, TEXTS, LABELS, RELATIONS, threshold=0.5)
     B, W, K, C = out["logits"].shape
     valid = out["span_mask"]
-    prob = 1 / (1 + np.exp(-out["logits"].reshape(B, W * K, C).max(-1).astype(np.float64)))[valid]
-    threshold = float(np.quantile(prob, 0.85))
-    chosen = reference_forward(model, TEXTS, LABELS, RELATIONS, threshold=threshold)
-    selected, pairs = chosen["entity_mask"].sum(1), chosen["rel_mask"].sum(1)
-    rel = chosen["rel_logits"][chosen["rel_mask"]]
+    logits = out["logits"].reshape(B, W * K, C)[valid]
+    prob = 1 / (1 + np.exp(-logits.max(-1).astype(np.float64)))
+    selected, pairs = out["entity_mask"].sum(1), out["rel_mask"].sum(1)
+    rel = out["rel_logits"][out["rel_mask"]]
+    higher = reference_forward(model, TEXTS, LABELS, RELATIONS, threshold=0.8)
     print(
-        f"\nentity logits {np.percentile(out['logits'][valid.reshape(B, W, K)], [0, 50, 100]).round(2)}"
+        f"\nentity logits min/median/max {np.percentile(logits, [0, 50, 100]).round(2)},"
         f" max-prob quartiles {np.percentile(prob, [25, 50, 75]).round(3)}"
-        f"\nthreshold 0.5: selected {out['entity_mask'].sum(1)} of {valid.sum(1)}, pairs {out['rel_mask'].sum(1)}"
-        f"\nthreshold {threshold:.3f}: selected {selected}, pairs {pairs},"
-        f" relation logits {np.percentile(rel, [0, 50, 100]).round(2)}"
+        f"\nthreshold 0.5: selected {selected} of {valid.sum(1)} spans, pairs {pairs},"
+        f" relation logits min/median/max {np.percentile(rel, [0, 50, 100]).round(2)}"
+        f"\nthreshold 0.8: selected {higher['entity_mask'].sum(1)}, pairs {higher['rel_mask'].sum(1)}"
     )
-    assert 0.05 < prob.mean() < 0.95 and prob.std() > 0.1  # not saturated
-    assert 0 < selected.sum() < 0.5 * valid.sum()
+    assert 0.05 < prob.mean() < 0.8 and prob.std() > 0.1  # not saturated at 0 or 1
+    assert 2 <= selected.sum() < 0.6 * valid.sum() and (selected > 0).sum() >= 2
     assert pairs.sum() > 0 and rel.std() > 0.5
+    assert (higher["entity_mask"].sum(1) <= selected).all() and higher["entity_mask"].sum() < selected.sum()
 
 
 def test_overrides_reach_both_configs(tmp_path):

@@ -165,3 +165,15 @@ class RelexModule(nn.Module):
             extras["span_rep"] = self.span_rep(words, span_mask, deterministic)
             extras["pair_rep"] = pair_representations(self.pair_rep, entities, deterministic)
         return RelexOutput(entity_logits, index, entity_mask, count, pair_mask, rel_logits, **extras)
+
+
+def example_inputs(config: RelexConfig, batch: int = 1, tokens: int = 8, words: int = 2, prompts: int = 1):
+    """Smallest well-formed positional inputs for `RelexModule.init` / `jax.eval_shape`."""
+    ids = jnp.zeros((batch, tokens), jnp.int32)
+    words_mask = jnp.zeros((batch, tokens), jnp.int32).at[:, -words:].set(jnp.arange(1, words + 1))
+    prompt_index = jnp.zeros((batch, prompts), jnp.int32)
+    prompt_mask = jnp.ones((batch, prompts), bool)
+    span_mask = jnp.ones((batch, words, config.max_width), bool)
+    lengths = jnp.full((batch,), words, jnp.int32)
+    return (ids, jnp.ones_like(ids), words_mask, lengths, span_mask, prompt_index, prompt_mask,
+            prompt_index, prompt_mask, jnp.float32(0.5))

@@ -1,0 +1,141 @@
+"""Forward parity of the Flax relex model with gliner's `UniEncoderSpanRelexModel` (float32, eval)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gliner_fixtures import build_relex_model, reference_forward
+
+from relex_jax.checkpoint.gliner import load_gliner_checkpoint
+from relex_jax.data.processor import prompt_positions
+from relex_jax.modeling.relex import RelexModule
+
+TEXTS = [
+    "Alice Smith works at Google in Paris.",
+    "Bob founded Siemens in Berlin in 1990 , and later moved to Rome with Maria Garcia.",
+    "Maria Garcia met John Novak in Tokyo on Monday.",
+    "Apple hired Wei Chen.",
+    "Tokyo.",
+]
+LABELS = ["person", "organization", "location"]
+RELATIONS = ["works at", "located in"]
+MAX_ENTITIES = 48
+
+VARIANTS = {
+    "released": {},
+    "no_rnn": dict(num_rnn_layers=0),
+    "two_rnn_layers": dict(num_rnn_layers=2),
+    "projection_d48": dict(hidden_size=48),
+    "fuse_layers": dict(fuse_layers=True),
+    "pool_last": dict(subtoken_pooling="last"),
+    "pool_mean": dict(subtoken_pooling="mean"),
+    "pool_max": dict(subtoken_pooling="max", max_width=6),
+    "next_token_prompts": dict(embed_ent_token=False, embed_rel_token=False),
+}
+
+
+def scaled_error(ours, ref) -> float:
+    ref = np.asarray(ref)
+    return float(np.abs(np.asarray(ours) - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def our_forward(path, ref, threshold, materialize=True):
+    """Run relex-jax on exactly the reference's batch tensors."""
+    config, params, _ = load_gliner_checkpoint(path)
+    batch, seq = ref["input_ids"].shape
+    k = config.max_width
+    num_words = ref["span_mask"].shape[1] // k
+    ent_index, ent_mask = prompt_positions(
+        ref["input_ids"], ref["attention_mask"], config.class_token_index, next_token=not config.embed_ent_token
+    )
+    rel_index, rel_mask = prompt_positions(
+        ref["input_ids"], ref["attention_mask"], config.rel_token_index, next_token=not config.embed_rel_token
+    )
+    out = RelexModule(config).apply(
+        {"params": params},
+        ref["input_ids"],
+        ref["attention_mask"],
+        ref["words_mask"],
+        ref["text_lengths"][:, 0],
+        ref["span_mask"].reshape(batch, num_words, k),
+        ent_index,
+        ent_mask,
+        rel_index,
+        rel_mask,
+        np.float32(threshold),
+        max_entities=MAX_ENTITIES,
+        materialize=materialize,
+    )
+    return config, out, (ent_mask, rel_mask)
+
+
+def moderate_threshold(ref) -> float:
+    """An entity threshold that about a quarter of the valid spans pass, so relations fire."""
+    probs = np.sort(1 / (1 + np.exp(-ref["logits"].max(-1).reshape(ref["span_mask"].shape)))[ref["span_mask"]])
+    i = int(0.75 * len(probs))
+    # Midway between two observed probabilities, so float rounding cannot flip a span.
+    return float(probs[i - 1] + probs[i]) / 2
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def variant(request, tmp_path_factory):
+    model, path = build_relex_model(tmp_path_factory.mktemp(request.param) / "model", seed=0, **VARIANTS[request.param])
+    threshold = moderate_threshold(reference_forward(model, TEXTS, LABELS, RELATIONS))
+    ref = reference_forward(model, TEXTS, LABELS, RELATIONS, threshold=threshold)
+    config, out, masks = our_forward(path, ref, threshold=threshold)
+    return request.param, ref, config, out, masks
+
+
+def test_span_table_is_canonical(variant):
+    """Our model derives span ends from positions; gliner's span_idx must be that table."""
+    _, ref, config, _, _ = variant
+    k = config.max_width
+    idx, mask = ref["span_idx"], ref["span_mask"]
+    flat = np.arange(idx.shape[1])
+    canonical = np.stack([flat // k, flat // k + flat % k], axis=-1)
+    np.testing.assert_array_equal(idx[mask], np.broadcast_to(canonical, idx.shape)[mask])
+
+
+def test_entity_logits(variant):
+    _, ref, _, out, _ = variant
+    assert out.entity_logits.shape == ref["logits"].shape
+    assert scaled_error(out.entity_logits, ref["logits"]) <= 1e-5
+
+
+def test_selected_entities(variant):
+    _, ref, config, out, _ = variant
+    k = config.max_width
+    n_ref = ref["entity_mask"].sum(1)
+    assert n_ref.min() < n_ref.max() and n_ref.max() > 2, "fixture should select a varied number of spans"
+    np.testing.assert_array_equal(np.asarray(out.entity_count), n_ref)
+    for row, n in enumerate(n_ref):
+        index = np.asarray(out.entity_index[row, :n])
+        spans = np.stack([index // k, index // k + index % k], axis=-1)
+        np.testing.assert_array_equal(spans, ref["entity_spans"][row, :n])
+        assert not np.asarray(out.entity_mask[row, n:]).any()
+
+
+def test_pairs_and_relation_logits(variant):
+    _, ref, _, out, _ = variant
+    pair_mask = np.asarray(out.pair_mask)
+    assert ref["rel_mask"].sum() > 0, "fixture should produce pairs"
+    rel_logits = np.asarray(out.relation_logits)
+    mine, theirs = [], []
+    for row in range(pair_mask.shape[0]):
+        our_pairs = np.argwhere(pair_mask[row])  # row-major, as gliner orders pairs
+        np.testing.assert_array_equal(our_pairs, ref["rel_idx"][row][ref["rel_mask"][row]])
+        mine.append(rel_logits[row, our_pairs[:, 0], our_pairs[:, 1]])
+        theirs.append(ref["rel_logits"][row][ref["rel_mask"][row]])
+    assert scaled_error(np.concatenate(mine), np.concatenate(theirs)) <= 1e-5
+
+
+def test_factorised_scores_equal_materialised_representations(variant):
+    """The oracle inside our own model: span/pair representations dotted with the prompts."""
+    _, ref, _, out, (ent_mask, _) = variant
+    prompts = ref["prompts_embedding"]  # gliner's projected entity prompts (B, C, D)
+    direct = np.einsum("bwkd,bcd->bwkc", np.asarray(out.span_rep), prompts)
+    assert scaled_error(out.entity_logits, direct) <= 1e-5
+    pair_direct = np.einsum("bijd,brd->bijr", np.asarray(out.pair_rep), ref["rel_prompts_embedding"])
+    mask = np.asarray(out.pair_mask)
+    assert scaled_error(np.asarray(out.relation_logits)[mask], pair_direct[mask]) <= 1e-5
