@@ -76,5 +76,6 @@ class RelexConfig:
         for field in dataclasses.fields(self):
             if field.name not in ("encoder", "extra"):
                 out[field.name] = getattr(self, field.name)
-        out["encoder_config"] = {**self.extra.get("encoder_config", {}), **self.encoder.to_hf_dict()}
+        # The backbone config as read (it cannot have changed: the config is frozen), else ours.
+        out["encoder_config"] = self.extra.get("encoder_config") or self.encoder.to_hf_dict()
         return out

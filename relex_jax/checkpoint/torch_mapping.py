@@ -138,7 +138,7 @@ def convert_state_dict(
             unexpected.append(key)
             continue
         path, transform = mapped
-        value = np.asarray(transform(np.asarray(tensor))).astype(dtype)
+        value = np.asarray(transform(np.asarray(tensor))).astype(dtype, copy=False)  # views stay views
         if tuple(value.shape) != tuple(expected_shapes[path]):
             misshaped.append(f"{key} -> {path}: checkpoint {value.shape}, model {tuple(expected_shapes[path])}")
             continue
@@ -212,3 +212,94 @@ RELEX_RULES: tuple[ModuleRule, ...] = (
 )
 # gliner constructs a CrossFuser when `post_fusion_schema` is set but never calls it.
 RELEX_UNUSED_KEYS = (r"cross_fuser\..*",)
+
+
+# ----------------------------------------------------------------------------------------------
+# The reverse direction: Flax params -> torch state dict, through the same tables. Every transform
+# above is its own inverse (transposes, a self-inverse axis permutation, identity), and a rule's
+# torch regex is literals plus capture groups, so it reads back as a template.
+
+
+def _regex_template(pattern: str) -> tuple[str, list[str]]:
+    """`a\\.(\\d+)\\.b` -> ("a.{0}.b", [r"\\d+"]): a rule regex as a format template plus its groups."""
+    template, groups, i = [], [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            template.append(pattern[i + 1])
+            i += 2
+        elif char == "(":
+            depth, j = 1, i + 1
+            while depth:
+                depth += {"(": 1, ")": -1}.get(pattern[j], 0)
+                j += 1
+            template.append("{%d}" % len(groups))
+            groups.append(pattern[i + 1 : j - 1])
+            i = j
+        elif char in ".^$*+?{}[]|)":
+            raise ValueError(f"rule regex {pattern!r} is not literals and groups; it cannot be reversed")
+        else:
+            template.append(char)
+            i += 1
+    return "".join(template), groups
+
+
+def _template_regex(template: str, groups: list[str]) -> str:
+    """Inverse of `_regex_template` for the Flax side: escape literals, put the groups back."""
+    parts = re.split(r"\{(\d+)\}", template)
+    return "".join(re.escape(p) if k % 2 == 0 else f"({groups[int(p)]})" for k, p in enumerate(parts))
+
+
+def _reverse_map(path: str, rules: Iterable[ModuleRule]) -> tuple[str, Callable] | None:
+    for rule in rules:
+        module_template, module_groups = _regex_template(rule.torch)
+        module_regex = _template_regex(rule.flax, module_groups)
+        for leaf_pattern, (flax_leaf, transform) in rule.kind.leaves.items():
+            leaf_template, leaf_groups = _regex_template(leaf_pattern)
+            shifted = re.sub(r"\{(\d+)\}", lambda m: "{%d}" % (int(m.group(1)) + len(module_groups)), flax_leaf)
+            match = re.fullmatch(module_regex + "/" + _template_regex(shifted, module_groups + leaf_groups), path)
+            if match:
+                values = match.groups()
+                key = module_template.format(*values[: len(module_groups)])
+                return key + "." + leaf_template.format(*values[len(module_groups) :]), transform
+    return None
+
+
+def to_state_dict(params: Mapping[str, Any], rules: Iterable[ModuleRule]) -> dict[str, np.ndarray]:
+    """Flax params -> torch-named numpy tensors; raises naming every leaf no rule covers."""
+    rules = tuple(rules)
+    state, unmapped = {}, []
+    for path, value in flatten_params(params).items():
+        mapped = _reverse_map(path, rules)
+        if mapped is None:
+            unmapped.append(path)
+            continue
+        key, transform = mapped
+        state[key] = np.ascontiguousarray(transform(np.asarray(value)))
+    if unmapped:
+        raise CheckpointMismatchError(f"parameters with no torch name: {sorted(unmapped)}")
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# gliner's adjacency head (`relations_rep_layer.relation_rep_layer`, any mode)
+# -> `relex_jax.modeling.adjacency.AdjacencyHead` at `adjacency`.
+
+# nn.MultiheadAttention keeps its packed q|k|v projection as leaves of the module itself
+# (`in_proj_weight` (3D, D), `in_proj_bias`); Flax holds them as one Linear `in_proj` (D, 3D).
+MULTIHEAD_ATTENTION = ModuleKind(
+    "multihead_attention",
+    {"in_proj_weight": ("in_proj/kernel", np.transpose), "in_proj_bias": ("in_proj/bias", _same)},
+)
+ADJACENCY_RULES: tuple[ModuleRule, ...] = prefixed(
+    (
+        ModuleRule(r"mlp\.0", "mlp_hidden", LINEAR),
+        ModuleRule(r"mlp\.2", "mlp_output", LINEAR),
+        ModuleRule(r"attn", "attn", MULTIHEAD_ATTENTION),
+        ModuleRule(r"attn\.out_proj", "attn/out_proj", LINEAR),
+        ModuleRule(r"gcn\.linear", "gcn_linear", LINEAR),
+        ModuleRule(r"(proj|linear)", "{0}", LINEAR),
+    ),
+    "relations_rep_layer.relation_rep_layer.",
+    "adjacency/",
+)
