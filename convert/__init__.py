@@ -1,1 +1,1 @@
-"""`python -m convert`: thin entry point for gliner <-> Orbax conversion (implemented by the converter issue)."""
+"""`python -m convert SRC OUT [--to-gliner] [--overwrite]`: the same as `relex-jax convert`."""

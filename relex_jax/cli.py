@@ -4,7 +4,9 @@ Subcommands so far:
   selfcheck   build the embedded tiny DeBERTa-v3-shaped encoder (no network, no GPU), run it
               jitted as a plain, rematerialised and scanned stack on a ragged batch, and check
               that the variants agree and that padding does not leak into real tokens.
-Inference (`predict`), training (`train`), conversion and the quickstart land with later issues.
+  convert     gliner checkpoint (directory or hub id) -> relex-jax model directory, or back
+              with --to-gliner
+Inference (`predict`), training (`train`) and the quickstart land with later issues.
 """
 
 from __future__ import annotations
@@ -71,6 +73,24 @@ def selfcheck(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def convert(args: argparse.Namespace) -> int:
+    import logging
+    import time
+
+    from relex_jax.checkpoint.convert import gliner_to_relex, relex_to_gliner
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    if args.to_gliner:
+        out = relex_to_gliner(args.src, args.out, overwrite=args.overwrite)
+        kind = "gliner checkpoint (load with gliner.GLiNER.from_pretrained)"
+    else:
+        out = gliner_to_relex(args.src, args.out, overwrite=args.overwrite)
+        kind = "relex-jax model directory (load with relex_jax.RelexModel.from_pretrained)"
+    print(f"wrote {kind}: {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relex-jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seq-len", type=int, default=64, help="padded sequence length (default 64)")
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=selfcheck)
+    conv = sub.add_parser("convert", help="convert a gliner checkpoint to a relex-jax model directory, or back")
+    conv.add_argument("src", help="gliner directory or hub id (or, with --to-gliner, a relex-jax directory)")
+    conv.add_argument("out", help="output directory (written atomically)")
+    conv.add_argument("--to-gliner", action="store_true", help="convert a relex-jax directory back to gliner")
+    conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    conv.set_defaults(func=convert)
     return parser
 
 

@@ -186,3 +186,25 @@ def test_relex_dir_with_foreign_params_is_rejected(gliner_dir, tmp_path):
     (out / "relex_config.json").write_text(json.dumps(raw))
     with pytest.raises(CheckpointMismatchError, match="rnn/layer_1"):
         convert.load_relex_dir(out)
+
+
+def test_command_line_both_directions(gliner_dir, tmp_path, capsys):
+    from relex_jax.cli import main
+
+    _, src = gliner_dir
+    assert main(["convert", str(src), str(tmp_path / "relex")]) == 0
+    assert main(["convert", "--to-gliner", str(tmp_path / "relex"), str(tmp_path / "back")]) == 0
+    out = capsys.readouterr().out
+    assert "relex-jax model directory" in out and "gliner checkpoint" in out
+    assert (tmp_path / "back" / "model.safetensors").is_file()
+
+
+def test_python_dash_m_convert_entry_point(gliner_dir, tmp_path):
+    import subprocess
+
+    _, src = gliner_dir
+    result = subprocess.run(
+        [sys.executable, "-m", "convert", str(src), str(tmp_path / "relex")], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "relex" / "relex_config.json").is_file()
