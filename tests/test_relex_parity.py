@@ -139,3 +139,31 @@ def test_factorised_scores_equal_materialised_representations(variant):
     pair_direct = np.einsum("bijd,brd->bijr", np.asarray(out.pair_rep), ref["rel_prompts_embedding"])
     mask = np.asarray(out.pair_mask)
     assert scaled_error(np.asarray(out.relation_logits)[mask], pair_direct[mask]) <= 1e-5
+
+
+def test_per_text_label_sets_select_only_through_real_classes(tmp_path):
+    """Deviation from gliner: padded class slots (texts with fewer labels) never select a span."""
+    model, path = build_relex_model(tmp_path / "model", seed=2)
+    labels = [["person", "organization", "location"], ["person"], ["location", "person"], ["organization"], ["date"]]
+    first = reference_forward(model, TEXTS, labels, RELATIONS)
+    probs = 1 / (1 + np.exp(-first["logits"]))
+    real = np.arange(probs.shape[-1])[None, :] < np.array([len(x) for x in labels])[:, None]
+    best_real = np.where(real[:, None, None, :], probs, 0).max(-1).reshape(first["span_mask"].shape)
+    best_any = probs.max(-1).reshape(first["span_mask"].shape)
+    # The highest threshold (midway between observed probabilities) at which a padded class
+    # would select a span that no real class selects.
+    values = np.unique(best_any[first["span_mask"]])
+    threshold = max(
+        t for t in (values[:-1] + values[1:]) / 2 if ((best_any > t) & (best_real <= t) & first["span_mask"]).any()
+    )
+    ref = reference_forward(model, TEXTS, labels, RELATIONS, threshold=threshold)
+    _, out, (ent_mask, _) = our_forward(path, ref, threshold=threshold)
+    assert scaled_error(out.entity_logits, ref["logits"]) <= 1e-5  # padded channels included
+    probs = 1 / (1 + np.exp(-ref["logits"]))
+    best_real = np.where(ent_mask[:, None, None, :], probs, 0).max(-1).reshape(ref["span_mask"].shape)
+    expected = ((best_real > threshold) & ref["span_mask"]).sum(1)
+    np.testing.assert_array_equal(np.asarray(out.entity_count), expected)
+    best_any = probs.max(-1).reshape(ref["span_mask"].shape)
+    gliner_count = ((best_any > threshold) & ref["span_mask"]).sum(1)
+    np.testing.assert_array_equal(ref["entity_mask"].sum(1), gliner_count)  # what gliner does instead
+    assert (gliner_count > expected).any(), "the fixture should exercise the padded-class quirk"
