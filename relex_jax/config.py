@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from relex_jax.modeling.adjacency import MODES as ADJACENCY_MODES
 from relex_jax.modeling.deberta import DebertaConfig
 
 SUBTOKEN_POOLING = ("first", "last", "mean", "max")
@@ -45,8 +46,10 @@ class RelexConfig:
             unsupported.append(f"span_mode={self.span_mode!r} (only 'markerV0', the released setting)")
         if self.relations_layer is None:
             unsupported.append("relations_layer=None (a plain NER model, not GLiNER-Relex)")
-        elif self.relations_layer.lower() != "none":
-            unsupported.append(f"relations_layer={self.relations_layer!r} (adjacency heads are not implemented yet)")
+        elif self.relations_layer.lower() not in ("none", *ADJACENCY_MODES, "attn"):
+            unsupported.append(
+                f"relations_layer={self.relations_layer!r} (one of 'none', {', '.join(ADJACENCY_MODES)}, 'attn')"
+            )
         if self.triples_layer is not None:
             unsupported.append(f"triples_layer={self.triples_layer!r} (KGE scorers are not implemented yet)")
         if self.span_encoder_config is not None:
@@ -57,6 +60,11 @@ class RelexConfig:
             unsupported.append("num_rnn_layers >= 0, max_width >= 1 and hidden_size >= 1 are required")
         if unsupported:
             raise ValueError("unsupported GLiNER-Relex configuration: " + "; ".join(unsupported))
+
+    @property
+    def has_adjacency_head(self) -> bool:
+        """gliner's `relations_layer` names an adjacency head ("none" = score all pairs)."""
+        return self.relations_layer is not None and self.relations_layer.lower() != "none"
 
     @classmethod
     def from_gliner_dict(cls, raw: Mapping[str, Any]) -> "RelexConfig":

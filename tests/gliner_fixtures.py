@@ -556,6 +556,7 @@ def reference_forward(
       rel_prompts_embedding_mask (B, R) int64
     Derived / captured:
       entity_mask          (B, E) int64 mask of selected spans (from the packing in forward)
+      entity_reps          (B, E, D) float32 span representations of the selected spans (0 padding)
       pred_adj_matrix      (B, E, E) float32 adjacency probabilities from relations_rep_layer;
                            present only when `relations_layer` is an adjacency head (not "none")
       threshold, adjacency_threshold  () float64, the thresholds used (adjacency defaults to threshold)
@@ -587,7 +588,8 @@ def reference_forward(
 
     def select_and_capture(representations=None, rep_mask=None):
         rep, mask = original_select(representations=representations, rep_mask=rep_mask)
-        captured.setdefault("entity_mask", mask)  # first call packs span_rep; second packs span_idx
+        if "entity_mask" not in captured:  # first call packs span_rep; second packs span_idx
+            captured["entity_mask"], captured["entity_reps"] = mask, rep
         return rep, mask
 
     inner.select_target_embedding = select_and_capture

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from relex_jax.checkpoint.gliner import GLINER_CONFIG, TOKENIZER_PATTERNS, load_gliner_checkpoint
-from relex_jax.checkpoint.torch_mapping import RELEX_RULES, CheckpointMismatchError, flatten_params, to_state_dict
+from relex_jax.checkpoint.torch_mapping import ADJACENCY_RULES, RELEX_RULES, CheckpointMismatchError, flatten_params, to_state_dict
 from relex_jax.config import RelexConfig
 from relex_jax.modeling.relex import RelexModule, example_inputs
 
@@ -134,7 +134,7 @@ def relex_to_gliner(src, out, overwrite: bool = False) -> Path:
     from safetensors.numpy import save_file
 
     config, params = load_relex_dir(src)
-    state = to_state_dict(params, RELEX_RULES)
+    state = to_state_dict(params, (*RELEX_RULES, *ADJACENCY_RULES))
 
     def fill(tmp: Path):
         (tmp / GLINER_CONFIG).write_text(json.dumps(config.to_gliner_dict(), indent=2, sort_keys=True))

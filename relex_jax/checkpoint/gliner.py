@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from relex_jax.checkpoint.files import read_state_dict, resolve_model_dir
-from relex_jax.checkpoint.torch_mapping import RELEX_RULES, RELEX_UNUSED_KEYS, convert_state_dict, flatten_params
+from relex_jax.checkpoint.torch_mapping import ADJACENCY_RULES, RELEX_RULES, RELEX_UNUSED_KEYS, convert_state_dict, flatten_params
 from relex_jax.config import RelexConfig
 from relex_jax.modeling.relex import RelexModule, example_inputs
 
@@ -51,5 +51,5 @@ def load_gliner_checkpoint(path_or_hub_id: str | os.PathLike) -> tuple[RelexConf
     if unused:
         logger.warning("dropping %d tensors gliner stores but never uses: %s", len(unused), unused)
     state = {k: v for k, v in state.items() if k not in unused}
-    params = convert_state_dict(state, RELEX_RULES, expected, dtype=np.float32)
+    params = convert_state_dict(state, (*RELEX_RULES, *ADJACENCY_RULES), expected, dtype=np.float32)
     return config, params, model_dir

@@ -303,3 +303,51 @@ ADJACENCY_RULES: tuple[ModuleRule, ...] = prefixed(
     "relations_rep_layer.relation_rep_layer.",
     "adjacency/",
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# gliner's `triples_score_layer.interaction` (TriplesScoreLayer, any mode)
+# -> `relex_jax.modeling.triples.TripleScorer` at `triples`.
+#
+# TuckER's BatchNorm1d buffers belong in Flax's `batch_stats` collection, not in `params`, so a
+# caller routes a state dict in two parts:
+#     rest, stats = split_batch_norm_buffers(state_dict)   # also drops num_batches_tracked
+#     params      = convert_state_dict(rest,  (*RELEX_RULES, *TRIPLES_RULES), param shapes)
+#     batch_stats = convert_state_dict(stats, TRIPLES_BATCH_STATS_RULES, batch_stats shapes)
+# and applies with {"params": params, "batch_stats": batch_stats}. num_batches_tracked is unused
+# (torch reads it only when momentum is None; gliner keeps 0.1). In reverse,
+# to_state_dict(batch_stats, TRIPLES_BATCH_STATS_RULES) gives running_mean/var; a strict torch
+# load also wants `bn{0,1}.num_batches_tracked` (an int64 scalar, 0 is fine for inference).
+
+TUCKER_CORE = ModuleKind("tucker_core", {"W": ("W", _same)})  # a bare nn.Parameter on the module
+BATCH_NORM = ModuleKind("batch_norm", {"weight": ("scale", _same), "bias": ("bias", _same)})
+BATCH_NORM_STATS = ModuleKind("batch_norm_stats", {"running_mean": ("mean", _same), "running_var": ("var", _same)})
+TRIPLES_RULES: tuple[ModuleRule, ...] = (
+    ModuleRule(r"triples_score_layer\.interaction", "triples", TUCKER_CORE),
+    *prefixed(
+        (
+            ModuleRule(r"r_to_(rtr|w|rvec|alpha|beta|delta|gamma)", "r_to_{0}", LINEAR),
+            ModuleRule(r"bn(0|1)", "bn{0}", BATCH_NORM),
+            ModuleRule(r"mlp\.0", "mlp_hidden", LINEAR),
+            ModuleRule(r"mlp\.2", "mlp_output", LINEAR),
+            ModuleRule(r"conv", "conv", CONV1D),
+            ModuleRule(r"fc", "fc", LINEAR),
+        ),
+        "triples_score_layer.interaction.",
+        "triples/",
+    ),
+)
+TRIPLES_BATCH_STATS_RULES: tuple[ModuleRule, ...] = prefixed(
+    (ModuleRule(r"bn(0|1)", "bn{0}", BATCH_NORM_STATS),), "triples_score_layer.interaction.", "triples/"
+)
+TRIPLES_UNUSED_KEYS = (r"triples_score_layer\.interaction\.bn[01]\.num_batches_tracked",)
+
+
+def split_batch_norm_buffers(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(everything else, running_mean/running_var tensors); num_batches_tracked is dropped."""
+    rest, stats = {}, {}
+    for key, value in state_dict.items():
+        leaf = key.rpartition(".")[2]
+        if leaf != "num_batches_tracked":
+            (stats if leaf in ("running_mean", "running_var") else rest)[key] = value
+    return rest, stats

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from relex_jax.config import RelexConfig
+from relex_jax.modeling.adjacency import AdjacencyHead
 from relex_jax.modeling.deberta import DebertaV2Model
 from relex_jax.modeling.layers import BiLSTM
 from relex_jax.modeling.mlp import Linear, ProjectionMLP
@@ -32,8 +33,10 @@ class RelexOutput:
     entity_index: jax.Array  # (B, E) flat span index l*K+k of each selected entity
     entity_mask: jax.Array  # (B, E)
     entity_count: jax.Array  # (B,) spans that passed the threshold; > E means the cap cut them
-    pair_mask: jax.Array  # (B, E, E) ordered pairs of real entities, i != j
+    entities: jax.Array  # (B, E, D) span representations of the selected entities (0 padding)
+    pair_mask: jax.Array  # (B, E, E) scored pairs: real entities, i != j (and adjacency > threshold)
     relation_logits: jax.Array  # (B, E, E, R)
+    adjacency: jax.Array | None = None  # (B, E, E) edge probabilities, with an adjacency head
     span_rep: jax.Array | None = None  # (B, W, K, D), only with materialize=True
     pair_rep: jax.Array | None = None  # (B, E, E, D), only with materialize=True
 
@@ -110,6 +113,8 @@ class RelexModule(nn.Module):
         self.span_rep = SpanMarkerV0(d, cfg.max_width, cfg.dropout, dt, pdt)
         self.prompt_rep = ProjectionMLP(d, d, cfg.dropout, dt, pdt)
         self.pair_rep = ProjectionMLP(2 * d, d, cfg.dropout, dt, pdt)
+        if cfg.has_adjacency_head:
+            self.adjacency = AdjacencyHead(cfg.relations_layer, d, dt, pdt)
 
     def encode(self, input_ids, attention_mask, deterministic: bool = True):
         """Token vectors (B, T, D): backbone, optional layer fusion, optional projection."""
@@ -134,6 +139,7 @@ class RelexModule(nn.Module):
         relation_prompt_index,  # (B, R)
         relation_prompt_mask,  # (B, R)
         threshold,  # scalar: entity probability a span needs to take part in relations
+        adjacency_threshold=None,  # scalar: edge probability a pair needs (adjacency heads); default threshold
         max_entities: int = 32,  # static cap E on selected entities per row
         deterministic: bool = True,
         materialize: bool = False,
@@ -158,13 +164,18 @@ class RelexModule(nn.Module):
         selected = jnp.take_along_axis(flat_hidden, index[..., None], axis=1)  # (B, E, 4D)
         entities = self.span_rep.out_project.output(selected) * entity_mask[..., None].astype(selected.dtype)
         pair_mask = all_pairs_mask(entity_mask)
+        extras = {}
+        if self.config.has_adjacency_head:
+            adjacency = self.adjacency(entities, entity_mask, deterministic)
+            edge_threshold = threshold if adjacency_threshold is None else adjacency_threshold
+            pair_mask &= adjacency > edge_threshold
+            extras["adjacency"] = adjacency
         rel_logits = relation_logits(self.pair_rep, entities, relation_prompts, deterministic)
 
-        extras = {}
         if materialize:
             extras["span_rep"] = self.span_rep(words, span_mask, deterministic)
             extras["pair_rep"] = pair_representations(self.pair_rep, entities, deterministic)
-        return RelexOutput(entity_logits, index, entity_mask, count, pair_mask, rel_logits, **extras)
+        return RelexOutput(entity_logits, index, entity_mask, count, entities, pair_mask, rel_logits, **extras)
 
 
 def example_inputs(config: RelexConfig, batch: int = 1, tokens: int = 8, words: int = 2, prompts: int = 1):
