@@ -11,6 +11,9 @@ from typing import Any, Mapping
 
 from relex_jax.modeling.adjacency import MODES as ADJACENCY_MODES
 from relex_jax.modeling.deberta import DebertaConfig
+from relex_jax.modeling.triples import MODES as TRIPLES_MODES
+
+PARAMETRIC_TRIPLES = ("TransH", "TransF", "PairRE", "TripleRE", "TuckER", "ERMLP", "ConvKB")
 
 SUBTOKEN_POOLING = ("first", "last", "mean", "max")
 
@@ -51,7 +54,13 @@ class RelexConfig:
                 f"relations_layer={self.relations_layer!r} (one of 'none', {', '.join(ADJACENCY_MODES)}, 'attn')"
             )
         if self.triples_layer is not None:
-            unsupported.append(f"triples_layer={self.triples_layer!r} (KGE scorers are not implemented yet)")
+            if self.triples_layer not in TRIPLES_MODES:
+                unsupported.append(f"triples_layer={self.triples_layer!r} (one of {', '.join(TRIPLES_MODES)})")
+            elif self.triples_layer in PARAMETRIC_TRIPLES and self.hidden_size != 768:
+                unsupported.append(
+                    f"triples_layer={self.triples_layer!r} with hidden_size {self.hidden_size}: gliner builds this "
+                    "scorer's weights for 768-wide vectors, so it only runs with hidden_size 768"
+                )
         if self.span_encoder_config is not None:
             unsupported.append("span_encoder_config (a context encoder inside the span layer)")
         if self.subtoken_pooling not in SUBTOKEN_POOLING:

@@ -1,4 +1,4 @@
-"""`RelexModel`: a loaded model (config, Flax module, params, tokenizer) and its jitted forward."""
+"""`RelexModel`: a loaded model (config, Flax module, variables, tokenizer) and its jitted forward."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ MIN_ENTITY_CAP = 16
 class RelexModel:
     config: RelexConfig
     module: RelexModule
-    params: Any
+    variables: Any  # {"params": ...} (+ "batch_stats" for the TuckER scorer)
     tokenizer: Any  # tokenizers.Tokenizer, or None when the directory has no tokenizer.json
     model_dir: Path
 
@@ -33,14 +33,14 @@ class RelexModel:
         in memory). `dtype` sets the compute dtype (parameters stay float32)."""
         path = Path(path_or_hub_id).expanduser()
         if (path / RELEX_CONFIG).is_file():
-            config, params = load_relex_dir(path)
+            config, variables = load_relex_dir(path)
             model_dir = path
         elif (path / GLINER_CONFIG).is_file() or not path.exists():
-            config, params, model_dir = load_gliner_checkpoint(path_or_hub_id)
+            config, variables, model_dir = load_gliner_checkpoint(path_or_hub_id)
         else:
             raise FileNotFoundError(f"{path} holds neither {RELEX_CONFIG} (relex-jax) nor {GLINER_CONFIG} (gliner)")
         module = RelexModule(config) if dtype is None else RelexModule(config, dtype=dtype)
-        return cls(config, module, jax.device_put(params), _load_tokenizer(model_dir), Path(model_dir))
+        return cls(config, module, jax.device_put(variables), _load_tokenizer(model_dir), Path(model_dir))
 
     @functools.cached_property
     def _forward(self):
@@ -53,7 +53,7 @@ class RelexModel:
         pinned `max_entities` that turns out too small raises instead."""
         cap = max_entities or MIN_ENTITY_CAP
         while True:
-            out = self._forward({"params": self.params}, *inputs, np.float32(threshold), max_entities=cap)
+            out = self._forward(self.variables, *inputs, np.float32(threshold), max_entities=cap)
             needed = int(np.asarray(out.entity_count).max(initial=0))
             if needed <= cap:
                 return out

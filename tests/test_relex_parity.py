@@ -35,6 +35,13 @@ VARIANTS = {
     "pool_max": dict(subtoken_pooling="max", max_width=6),
     "next_token_prompts": dict(embed_ent_token=False, embed_rel_token=False),
     **{f"adjacency_{mode}": dict(relations_layer=mode) for mode in ("dot", "mlp", "attn", "bilinear", "gcn", "gat")},
+    # Knowledge-graph scorers instead of the pair MLP; gliner builds the parametric ones for
+    # 768-wide vectors only. TuckER is checked at module level (tests/test_triples.py): gliner's
+    # batched TuckER mixes rows, which relex-jax deliberately does not reproduce. At width 768
+    # the weights are re-drawn at std 0.1: the same per-layer gain as 0.3 at width 64 (a
+    # 768-wide layer at std 0.3 multiplies activations by ~8 and float32 rounding with them).
+    **{f"triples_{m}": dict(triples_layer=m) for m in ("UM", "SE", "TransE", "DistMult", "SimplE", "DistMA", "ComplEx", "QuatE", "HolE")},
+    **{f"triples_{m}": dict(triples_layer=m, hidden_size=768, std=0.1) for m in ("TransH", "TransF", "PairRE", "TripleRE", "ERMLP", "ConvKB")},
 }
 
 
@@ -45,7 +52,7 @@ def scaled_error(ours, ref) -> float:
 
 def our_forward(path, ref, threshold, materialize=True, adjacency_threshold=None):
     """Run relex-jax on exactly the reference's batch tensors."""
-    config, params, _ = load_gliner_checkpoint(path)
+    config, variables, _ = load_gliner_checkpoint(path)
     batch, seq = ref["input_ids"].shape
     k = config.max_width
     num_words = ref["span_mask"].shape[1] // k
@@ -56,7 +63,7 @@ def our_forward(path, ref, threshold, materialize=True, adjacency_threshold=None
         ref["input_ids"], ref["attention_mask"], config.rel_token_index, next_token=not config.embed_rel_token
     )
     out = RelexModule(config).apply(
-        {"params": params},
+        variables,
         ref["input_ids"],
         ref["attention_mask"],
         ref["words_mask"],
@@ -168,10 +175,10 @@ def test_adjacency_matrix(variant):
     theirs = ref["pred_adj_matrix"]
     size = theirs.shape[1]
     finite = np.isfinite(theirs)  # gliner: NaN rows for texts without entities (attention, gat)
-    _, params, _ = load_gliner_checkpoint(VARIANT_PATHS[name])
+    _, variables, _ = load_gliner_checkpoint(VARIANT_PATHS[name])
     head = AdjacencyHead(config.relations_layer, config.hidden_size)
     on_their_entities = np.asarray(
-        head.apply({"params": params.get("adjacency", {})}, ref["entity_reps"], ref["entity_mask"].astype(bool))
+        head.apply({"params": variables["params"].get("adjacency", {})}, ref["entity_reps"], ref["entity_mask"].astype(bool))
     )
     assert scaled_error(on_their_entities[finite], theirs[finite]) <= 1e-5
     ours = np.asarray(out.adjacency)[:, :size, :size]
@@ -186,6 +193,8 @@ def test_factorised_scores_equal_materialised_representations(variant):
     prompts = ref["prompts_embedding"]  # gliner's projected entity prompts (B, C, D)
     direct = np.einsum("bwkd,bcd->bwkc", np.asarray(out.span_rep), prompts)
     assert scaled_error(out.entity_logits, direct) <= 1e-5
+    if out.pair_rep is None:  # a triple scorer has no pair representation
+        return
     pair_direct = np.einsum("bijd,brd->bijr", np.asarray(out.pair_rep), ref["rel_prompts_embedding"])
     mask = np.asarray(out.pair_mask)
     assert scaled_error(np.asarray(out.relation_logits)[mask], pair_direct[mask]) <= 1e-5

@@ -3,7 +3,8 @@
 A relex-jax model directory holds:
   relex_config.json   every gliner config field (gliner's own `gliner_config.json` content), plus
                       `relex_jax_format`
-  params/             the float32 Flax params tree as an Orbax checkpoint
+  variables/          the float32 Flax variables ({"params": ...}, plus "batch_stats" for the
+                      TuckER scorer) as an Orbax checkpoint
   tokenizer files     copied verbatim from the source (tokenizer.json, tokenizer_config.json, ...)
 
 Every directory is written next to its destination under a temporary name and renamed into
@@ -20,26 +21,24 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import numpy as np
 
-from relex_jax.checkpoint.gliner import GLINER_CONFIG, TOKENIZER_PATTERNS, load_gliner_checkpoint
-from relex_jax.checkpoint.torch_mapping import ADJACENCY_RULES, RELEX_RULES, CheckpointMismatchError, flatten_params, to_state_dict
+from relex_jax.checkpoint.gliner import (
+    GLINER_CONFIG,
+    TOKENIZER_PATTERNS,
+    abstract_variables,
+    load_gliner_checkpoint,
+    variables_to_state_dict,
+)
+from relex_jax.checkpoint.torch_mapping import CheckpointMismatchError, flatten_params
 from relex_jax.config import RelexConfig
-from relex_jax.modeling.relex import RelexModule, example_inputs
 
 logger = logging.getLogger(__name__)
 
 RELEX_CONFIG = "relex_config.json"
-PARAMS_DIR = "params"
+VARIABLES_DIR = "variables"
 FORMAT_VERSION = 1
-
-
-def abstract_relex_params(config: RelexConfig) -> dict[str, Any]:
-    """Shapes/dtypes of the model's params, without allocating them."""
-    variables = jax.eval_shape(RelexModule(config).init, jax.random.PRNGKey(0), *example_inputs(config))
-    return nn.meta.unbox(variables["params"])
 
 
 def _write_atomically(out: Path, overwrite: bool, fill) -> Path:
@@ -73,7 +72,7 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
         shutil.copy2(file, dst / file.name)
 
 
-def save_relex_dir(out, config: RelexConfig, params, tokenizer_dir: Path | None, overwrite: bool = False) -> Path:
+def save_relex_dir(out, config: RelexConfig, variables, tokenizer_dir: Path | None, overwrite: bool = False) -> Path:
     """Write a relex-jax model directory (see module docstring)."""
     import orbax.checkpoint as ocp
 
@@ -81,9 +80,16 @@ def save_relex_dir(out, config: RelexConfig, params, tokenizer_dir: Path | None,
         (tmp / RELEX_CONFIG).write_text(
             json.dumps({**config.to_gliner_dict(), "relex_jax_format": FORMAT_VERSION}, indent=2, sort_keys=True)
         )
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save((tmp / PARAMS_DIR).absolute(), jax.tree_util.tree_map(np.asarray, params))
-        checkpointer.wait_until_finished()
+        # Orbax's default numpy handler deep-copies every array before writing (against concurrent
+        # mutation during an async save): a second full copy of the weights. This save is
+        # synchronous and nothing touches the arrays meanwhile, so the copy is skipped.
+        registry = ocp.type_handlers.create_type_handler_registry(
+            (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False))
+        )
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(type_handler_registry=registry)) as checkpointer:
+            checkpointer.save(
+                (tmp / VARIABLES_DIR).absolute(), args=ocp.args.PyTreeSave(jax.tree_util.tree_map(np.asarray, variables))
+            )
         if tokenizer_dir is not None:
             _copy_tokenizer(Path(tokenizer_dir), tmp)
 
@@ -99,42 +105,43 @@ def read_relex_config(model_dir: Path) -> RelexConfig:
 
 
 def load_relex_dir(model_dir) -> tuple[RelexConfig, dict[str, Any]]:
-    """(config, params) of a relex-jax model directory; params are checked against the config."""
+    """(config, variables) of a relex-jax model directory, checked against the config."""
     import orbax.checkpoint as ocp
 
     model_dir = Path(model_dir)
     if not (model_dir / RELEX_CONFIG).is_file():
         raise FileNotFoundError(f"no {RELEX_CONFIG} in {model_dir}: not a relex-jax model directory")
     config = read_relex_config(model_dir)
-    expected = flatten_params(abstract_relex_params(config))
-    params_dir = (model_dir / PARAMS_DIR).absolute()
-    if not params_dir.is_dir():
-        raise FileNotFoundError(f"no {PARAMS_DIR}/ checkpoint in {model_dir}")
-    stored = ocp.StandardCheckpointer().metadata(params_dir)
+    abstract = abstract_variables(config)
+    expected = flatten_params(abstract)
+    variables_dir = (model_dir / VARIABLES_DIR).absolute()
+    if not variables_dir.is_dir():
+        raise FileNotFoundError(f"no {VARIABLES_DIR}/ checkpoint in {model_dir}")
+    stored = ocp.StandardCheckpointer().metadata(variables_dir)
     stored = flatten_params(getattr(stored, "item_metadata", stored))
     missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
     misshaped = [p for p in set(expected) & set(stored) if tuple(stored[p].shape) != tuple(expected[p].shape)]
     if missing or unexpected or misshaped:
         raise CheckpointMismatchError(
-            f"{params_dir} does not fit {RELEX_CONFIG}: missing {missing}, unexpected {unexpected}, "
+            f"{variables_dir} does not fit {RELEX_CONFIG}: missing {missing}, unexpected {unexpected}, "
             f"misshaped {sorted(misshaped)}"
         )
-    target = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), abstract_relex_params(config))
-    return config, ocp.StandardCheckpointer().restore(params_dir, target)
+    target = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), abstract)
+    return config, ocp.StandardCheckpointer().restore(variables_dir, target)
 
 
 def gliner_to_relex(src, out, overwrite: bool = False) -> Path:
     """gliner checkpoint directory (or hub id) -> relex-jax model directory."""
-    config, params, model_dir = load_gliner_checkpoint(src)
-    return save_relex_dir(out, config, params, model_dir, overwrite)
+    config, variables, model_dir = load_gliner_checkpoint(src)
+    return save_relex_dir(out, config, variables, model_dir, overwrite)
 
 
 def relex_to_gliner(src, out, overwrite: bool = False) -> Path:
     """relex-jax model directory -> a directory `gliner.GLiNER.from_pretrained` loads."""
     from safetensors.numpy import save_file
 
-    config, params = load_relex_dir(src)
-    state = to_state_dict(params, (*RELEX_RULES, *ADJACENCY_RULES))
+    config, variables = load_relex_dir(src)
+    state = variables_to_state_dict(variables)
 
     def fill(tmp: Path):
         (tmp / GLINER_CONFIG).write_text(json.dumps(config.to_gliner_dict(), indent=2, sort_keys=True))

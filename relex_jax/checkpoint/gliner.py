@@ -1,4 +1,9 @@
-"""Read a PyTorch gliner span-relex checkpoint (`gliner_config.json` + weights) into Flax params."""
+"""Read a PyTorch gliner span-relex checkpoint (`gliner_config.json` + weights) into Flax variables,
+and name Flax variables back as a gliner state dict.
+
+Variables are `{"params": ...}`, plus `{"batch_stats": ...}` for the TuckER scorer's BatchNorm
+running statistics (torch buffers, not parameters).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,16 @@ import jax
 import numpy as np
 
 from relex_jax.checkpoint.files import read_state_dict, resolve_model_dir
-from relex_jax.checkpoint.torch_mapping import ADJACENCY_RULES, RELEX_RULES, RELEX_UNUSED_KEYS, convert_state_dict, flatten_params
+from relex_jax.checkpoint.torch_mapping import (
+    GLINER_PARAM_RULES,
+    RELEX_UNUSED_KEYS,
+    TRIPLES_BATCH_STATS_RULES,
+    CheckpointMismatchError,
+    convert_state_dict,
+    flatten_params,
+    split_batch_norm_buffers,
+    to_state_dict,
+)
 from relex_jax.config import RelexConfig
 from relex_jax.modeling.relex import RelexModule, example_inputs
 
@@ -35,21 +49,46 @@ def read_gliner_config(model_dir: Path) -> RelexConfig:
     return RelexConfig.from_gliner_dict(raw)
 
 
+def abstract_variables(config: RelexConfig) -> dict[str, Any]:
+    """Shapes/dtypes of the model's variables (every collection), without allocating them."""
+    variables = jax.eval_shape(RelexModule(config).init, jax.random.PRNGKey(0), *example_inputs(config))
+    return nn.meta.unbox(dict(variables))
+
+
+def state_dict_to_variables(state: dict[str, np.ndarray], config: RelexConfig) -> dict[str, Any]:
+    """A gliner state dict -> Flax variables, checked key by key against the model `config` builds."""
+    unused = sorted(k for k in state if any(re.fullmatch(p, k) for p in RELEX_UNUSED_KEYS))
+    if unused:
+        logger.warning("dropping %d tensors gliner stores but never uses: %s", len(unused), unused)
+    rest, stats = split_batch_norm_buffers({k: v for k, v in state.items() if k not in unused})
+    shapes = {c: {p: x.shape for p, x in flatten_params(tree).items()} for c, tree in abstract_variables(config).items()}
+    variables = {"params": convert_state_dict(rest, GLINER_PARAM_RULES, shapes["params"], dtype=np.float32)}
+    if stats or "batch_stats" in shapes:
+        variables["batch_stats"] = convert_state_dict(
+            stats, TRIPLES_BATCH_STATS_RULES, shapes.get("batch_stats", {}), dtype=np.float32
+        )
+    return variables
+
+
+def variables_to_state_dict(variables: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Flax variables -> a gliner state dict (torch names and layouts)."""
+    unknown = set(variables) - {"params", "batch_stats"}
+    if unknown:
+        raise CheckpointMismatchError(f"variable collections with no gliner counterpart: {sorted(unknown)}")
+    state = to_state_dict(variables["params"], GLINER_PARAM_RULES)
+    stats = to_state_dict(variables.get("batch_stats", {}), TRIPLES_BATCH_STATS_RULES)
+    for key in stats:
+        if key.endswith(".running_mean"):  # torch's BatchNorm1d also keeps a step counter; unused
+            state[key.removesuffix("running_mean") + "num_batches_tracked"] = np.zeros((), np.int64)
+    return {**state, **stats}
+
+
 def load_gliner_checkpoint(path_or_hub_id: str | os.PathLike) -> tuple[RelexConfig, dict[str, Any], Path]:
-    """(config, float32 Flax params, resolved directory) of a gliner span-relex checkpoint.
+    """(config, float32 Flax variables, resolved directory) of a gliner span-relex checkpoint.
 
     Raises for unsupported settings (naming them) and for any unexpected, missing or misshaped
     tensor; tensors gliner builds but never uses (`cross_fuser.*`) are reported and dropped.
     """
     model_dir = resolve_model_dir(path_or_hub_id, GLINER_CONFIG, TOKENIZER_PATTERNS)
     config = read_gliner_config(model_dir)
-    module = RelexModule(config)
-    abstract = nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *example_inputs(config))["params"])
-    expected = {path: leaf.shape for path, leaf in flatten_params(abstract).items()}
-    state = read_state_dict(model_dir)
-    unused = sorted(k for k in state if any(re.fullmatch(p, k) for p in RELEX_UNUSED_KEYS))
-    if unused:
-        logger.warning("dropping %d tensors gliner stores but never uses: %s", len(unused), unused)
-    state = {k: v for k, v in state.items() if k not in unused}
-    params = convert_state_dict(state, (*RELEX_RULES, *ADJACENCY_RULES), expected, dtype=np.float32)
-    return config, params, model_dir
+    return config, state_dict_to_variables(read_state_dict(model_dir), config), model_dir

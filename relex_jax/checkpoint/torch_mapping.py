@@ -309,16 +309,8 @@ ADJACENCY_RULES: tuple[ModuleRule, ...] = prefixed(
 # gliner's `triples_score_layer.interaction` (TriplesScoreLayer, any mode)
 # -> `relex_jax.modeling.triples.TripleScorer` at `triples`.
 #
-# TuckER's BatchNorm1d buffers belong in Flax's `batch_stats` collection, not in `params`, so a
-# caller routes a state dict in two parts:
-#     rest, stats = split_batch_norm_buffers(state_dict)   # also drops num_batches_tracked
-#     params      = convert_state_dict(rest,  (*RELEX_RULES, *TRIPLES_RULES), param shapes)
-#     batch_stats = convert_state_dict(stats, TRIPLES_BATCH_STATS_RULES, batch_stats shapes)
-# and applies with {"params": params, "batch_stats": batch_stats}. num_batches_tracked is unused
-# (torch reads it only when momentum is None; gliner keeps 0.1). In reverse,
-# to_state_dict(batch_stats, TRIPLES_BATCH_STATS_RULES) gives running_mean/var; a strict torch
-# load also wants `bn{0,1}.num_batches_tracked` (an int64 scalar, 0 is fine for inference).
-
+# TuckER's BatchNorm1d buffers belong in Flax's `batch_stats` collection, not in `params`:
+# `relex_jax.checkpoint.gliner` routes them (split_batch_norm_buffers + TRIPLES_BATCH_STATS_RULES).
 TUCKER_CORE = ModuleKind("tucker_core", {"W": ("W", _same)})  # a bare nn.Parameter on the module
 BATCH_NORM = ModuleKind("batch_norm", {"weight": ("scale", _same), "bias": ("bias", _same)})
 BATCH_NORM_STATS = ModuleKind("batch_norm_stats", {"running_mean": ("mean", _same), "running_var": ("var", _same)})
@@ -340,7 +332,6 @@ TRIPLES_RULES: tuple[ModuleRule, ...] = (
 TRIPLES_BATCH_STATS_RULES: tuple[ModuleRule, ...] = prefixed(
     (ModuleRule(r"bn(0|1)", "bn{0}", BATCH_NORM_STATS),), "triples_score_layer.interaction.", "triples/"
 )
-TRIPLES_UNUSED_KEYS = (r"triples_score_layer\.interaction\.bn[01]\.num_batches_tracked",)
 
 
 def split_batch_norm_buffers(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -351,3 +342,7 @@ def split_batch_norm_buffers(state_dict: Mapping[str, Any]) -> tuple[dict[str, A
         if leaf != "num_batches_tracked":
             (stats if leaf in ("running_mean", "running_var") else rest)[key] = value
     return rest, stats
+
+
+# Everything in a gliner span-relex checkpoint that lands in the `params` collection.
+GLINER_PARAM_RULES: tuple[ModuleRule, ...] = (*RELEX_RULES, *ADJACENCY_RULES, *TRIPLES_RULES)

@@ -23,8 +23,10 @@ from relex_jax.modeling.layers import BiLSTM
 from relex_jax.modeling.mlp import Linear, ProjectionMLP
 from relex_jax.modeling.relations import all_pairs_mask, pair_representations, relation_logits, select_entities
 from relex_jax.modeling.spans import SpanMarkerV0
+from relex_jax.modeling.triples import TripleScorer
 
 Dtype = Any
+TRIPLES_DIM = 768
 
 
 @flax.struct.dataclass
@@ -38,7 +40,7 @@ class RelexOutput:
     relation_logits: jax.Array  # (B, E, E, R)
     adjacency: jax.Array | None = None  # (B, E, E) edge probabilities, with an adjacency head
     span_rep: jax.Array | None = None  # (B, W, K, D), only with materialize=True
-    pair_rep: jax.Array | None = None  # (B, E, E, D), only with materialize=True
+    pair_rep: jax.Array | None = None  # (B, E, E, D), only with materialize=True and the pair MLP
 
 
 class LayersFuser(nn.Module):
@@ -112,7 +114,10 @@ class RelexModule(nn.Module):
             self.rnn = BiLSTM(d // 2, cfg.num_rnn_layers, dt, pdt)
         self.span_rep = SpanMarkerV0(d, cfg.max_width, cfg.dropout, dt, pdt)
         self.prompt_rep = ProjectionMLP(d, d, cfg.dropout, dt, pdt)
-        self.pair_rep = ProjectionMLP(2 * d, d, cfg.dropout, dt, pdt)
+        if cfg.triples_layer is None:
+            self.pair_rep = ProjectionMLP(2 * d, d, cfg.dropout, dt, pdt)
+        else:  # gliner builds its TriplesScoreLayer at dim 768 whatever D is
+            self.triples = TripleScorer(cfg.triples_layer, TRIPLES_DIM, dt, pdt)
         if cfg.has_adjacency_head:
             self.adjacency = AdjacencyHead(cfg.relations_layer, d, dt, pdt)
 
@@ -170,11 +175,15 @@ class RelexModule(nn.Module):
             edge_threshold = threshold if adjacency_threshold is None else adjacency_threshold
             pair_mask &= adjacency > edge_threshold
             extras["adjacency"] = adjacency
-        rel_logits = relation_logits(self.pair_rep, entities, relation_prompts, deterministic)
+        if self.config.triples_layer is None:
+            rel_logits = relation_logits(self.pair_rep, entities, relation_prompts, deterministic)
+        else:
+            rel_logits = self.triples(entities, relation_prompts, entities, deterministic)
 
         if materialize:
             extras["span_rep"] = self.span_rep(words, span_mask, deterministic)
-            extras["pair_rep"] = pair_representations(self.pair_rep, entities, deterministic)
+            if self.config.triples_layer is None:
+                extras["pair_rep"] = pair_representations(self.pair_rep, entities, deterministic)
         return RelexOutput(entity_logits, index, entity_mask, count, entities, pair_mask, rel_logits, **extras)
 
 

@@ -16,8 +16,8 @@ Cost and memory, per mode:
   fuses that into one reduction, but an unfused fallback would hold B E^2 R D floats.
 - ERMLP holds (B, E, E, R, 2048) hidden units and ConvKB (B, E, E, R, 32, D) feature maps in
   the worst case (e.g. B=8, E=32, R=10: 0.7 GB and 8 GB): fine for their rare use, not at scale.
-- TuckER materialises gliner's (n, D, D) core slices, n = B E^2 R rows: 2.4 MB per row at
-  D = 768, plus the (D, D, D) core itself (1.8 GB). gliner holds the same.
+- TuckER holds one (D, D) core slice per (text, relation): B R x 2.4 MB at D = 768, plus the
+  (D, D, D) core itself (1.8 GB); gliner holds one slice per scored row.
 """
 
 from __future__ import annotations
@@ -152,11 +152,11 @@ class BatchNorm(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        axes = ("embed",)
-        self.scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), axes),
-                                (self.features,), self.param_dtype)  # fmt: skip
-        self.bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), axes),
-                               (self.features,), self.param_dtype)  # fmt: skip
+        def vector(name, init):
+            return self.param(name, nn.with_logical_partitioning(init, ("embed",)), (self.features,), self.param_dtype)
+
+        self.scale = vector("scale", nn.initializers.ones_init())
+        self.bias = vector("bias", nn.initializers.zeros_init())
         self.mean = self.variable("batch_stats", "mean", jnp.zeros, (self.features,), jnp.float32)
         self.var = self.variable("batch_stats", "var", jnp.ones, (self.features,), jnp.float32)
 
@@ -315,9 +315,8 @@ class TripleScorer(nn.Module):
     def _ermlp(self, h, r, t):
         """Linear(3D, 2048)([h; r; t]) split per part, ReLU, Linear(2048, 1)."""
         d, first, last = h.shape[-1], self.mlp_hidden, self.mlp_output
-        pre = (first.part(h, 0, d)[:, :, None, None] + _rel(first.part(r, d, 2 * d))
-               + first.part(t, 2 * d, 3 * d)[:, None, :, None] + first.bias.astype(self.dtype))  # fmt: skip
-        hidden = jax.nn.relu(pre)
+        pre = first.part(h, 0, d)[:, :, None, None] + _rel(first.part(r, d, 2 * d))
+        hidden = jax.nn.relu(pre + first.part(t, 2 * d, 3 * d)[:, None, :, None] + first.bias.astype(self.dtype))
         return jnp.sum(hidden * last.kernel[:, 0].astype(self.dtype), axis=-1) + last.bias[0].astype(self.dtype)
 
     def _convkb(self, h, r, t, deterministic):
@@ -328,63 +327,29 @@ class TripleScorer(nn.Module):
         def filtered(x, c):  # (B, N, D) -> (B, N, F, D)
             return x[:, :, None, :] * kernel[c][:, None]
 
-        pre = (filtered(h, 0)[:, :, None, None] + _rel(filtered(r, 1)) + filtered(t, 2)[:, None, :, None]
-               + bias[:, None])  # fmt: skip  (B, E, E, R, F, D)
-        features = _dropout(self.dropout, jax.nn.relu(pre), deterministic, CONVKB_FILTERS * d)
+        pre = filtered(h, 0)[:, :, None, None] + _rel(filtered(r, 1)) + filtered(t, 2)[:, None, :, None]
+        features = jax.nn.relu(pre + bias[:, None])  # (B, E, E, R, F, D)
+        features = _dropout(self.dropout, features, deterministic, CONVKB_FILTERS * d)
         fc = self.fc.kernel[:, 0].reshape(CONVKB_FILTERS, d).astype(dt)  # torch flattens (F, D) row-major
         return jnp.sum(features * fc, axis=(-2, -1)) + self.fc.bias[0].astype(dt)
 
     # -- TuckER ----------------------------------------------------------------------------------
 
     def _tucker_grid(self, h, r, t, deterministic):
-        """TuckER on the grid's rows, in row-major (b, i, j, r) order (n = B E E R rows).
+        """TuckER with each (head, relation, tail) scored on its own.
 
-        Core slices as gliner: matmul(r_rows (n, D), W (D, D, D)) is (D, n, D), read back as
-        (n, D, D). Row a's relation depends on (b, r) only, so the (D, n, D) product is a
-        broadcast of the (D, B, R, D) one; reshaping that broadcast is the reinterpretation.
-        BatchNorm in training: batch statistics of the n rows, i.e. of the B E heads (tails),
-        each repeated E R times, padded entities included (gliner: its B N R rows, padded pairs
-        included).
+        gliner computes core slices as matmul(r_rows (n, D), W (D, D, D)) -> (D, n, D) and reads
+        that memory back as (n, D, D): for n > 1 a row's slice mixes other rows' relations, so
+        its scores depend on what else is in the batch (padded pairs included). For n = 1 the
+        slice is W_r[p, q] = sum_k r_k W[p, k, q]; relex-jax uses that for every row, i.e.
+        gliner's function of a single triple (a documented deviation for n > 1).
+        BatchNorm in training: batch statistics of the B E heads (tails), padded entities
+        included, with the unbiased running update counting the B E E R grid rows.
         """
         batch, size, d = h.shape
-        rels = r.shape[1]
-        rows = batch * size * size * rels
-        h = self.bn0(h, deterministic, count=rows)
-        t = self.bn1(t, deterministic, count=rows)
-        # matmul broadcasts like torch's: (B R, D) x (D, D, D) -> (D, B R, D), no transpose of W
-        per_relation = jnp.matmul(r.reshape(-1, d), self.W.astype(self.dtype)).reshape(d, batch, rels, d)
-        grid = (d, batch, size, size, rels, d)
-        core = jnp.broadcast_to(per_relation[:, :, None, None], grid).reshape(batch, size, size, rels, d, d)
-        h_rows = jnp.broadcast_to(h[:, :, None, None], (batch, size, size, rels, d))
-        t_rows = jnp.broadcast_to(t[:, None, :, None], (batch, size, size, rels, d))
-        return self._tucker_score(h_rows, core, t_rows, deterministic)
-
-    def tucker_rows(self, h, r, t, num_rows=None, deterministic: bool = True):
-        """gliner's TuckERInteraction on flat rows h, r, t (n, D) -> (n,): the exact function.
-
-        The score of a row depends on other rows' relations (the reinterpretation mixes rows), so
-        gliner's model-level TuckER logits depend on its whole (B, N, R) row list. With
-        `num_rows` (may be traced) only the first num_rows rows are gliner's: the mixing then uses
-        n = num_rows, BatchNorm statistics skip the rest, and the scores of the rest are garbage.
-        """
-        n, d = h.shape
-        valid = None if num_rows is None else jnp.arange(n) < num_rows
-        count = n if num_rows is None else num_rows
-        h = self.bn0(h.astype(self.dtype), deterministic, mask=valid, count=count)
-        t = self.bn1(t.astype(self.dtype), deterministic, mask=valid, count=count)
-        product = jnp.matmul(r.astype(self.dtype), self.W.astype(self.dtype)).reshape(d * n, d)  # (d, n, d) rows
-        if num_rows is None:
-            core = product.reshape(n, d, d)
-        else:  # slice row g of the (d, num_rows, d) product is [g // num_rows, g % num_rows]
-            g = jnp.arange(n * d)
-            k, a = jnp.minimum(g // num_rows, d - 1), g % num_rows
-            core = product[k * n + a].reshape(n, d, d)
-        return self._tucker_score(h, core, t, deterministic).astype(jnp.float32)
-
-    def _tucker_score(self, h_rows, core, t_rows, deterministic):
-        """sum_pq drop(h)_p drop(core)_pq drop(t)_q per row (dropout only in training)."""
-        d = h_rows.shape[-1]
-        h_rows = _dropout(self.input_dropout, h_rows, deterministic, d)
-        t_rows = _dropout(self.input_dropout, t_rows, deterministic, d)
+        rows = batch * size * size * r.shape[1]
+        h = _dropout(self.input_dropout, self.bn0(h, deterministic, count=rows), deterministic, d)
+        t = _dropout(self.input_dropout, self.bn1(t, deterministic, count=rows), deterministic, d)
+        core = jnp.einsum("brk,pkq->brpq", r, self.W.astype(self.dtype))  # (B, R, D, D)
         core = _dropout(self.dropout, core, deterministic, d * d)
-        return jnp.einsum("...p,...pq,...q->...", h_rows, core.astype(h_rows.dtype), t_rows)
+        return jnp.einsum("bip,brpq,bjq->bijr", h.astype(self.dtype), core, t.astype(self.dtype))
