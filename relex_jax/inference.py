@@ -26,6 +26,7 @@ class RelexModel:
     variables: Any  # {"params": ...} (+ "batch_stats" for the TuckER scorer)
     tokenizer: Any  # tokenizers.Tokenizer, or None when the directory has no tokenizer.json
     model_dir: Path
+    entity_cap: int = MIN_ENTITY_CAP  # grows (powers of two) when a batch needs more; never shrinks
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype=None) -> "RelexModel":
@@ -48,14 +49,17 @@ class RelexModel:
 
     def forward(self, inputs: tuple, threshold: float, max_entities: int | None = None) -> RelexOutput:
         """Run the model on prepared inputs (the positional arguments of `RelexModule`, without
-        the threshold). With `max_entities=None` the entity cap starts at a small power of two
-        and doubles until no row has more passing spans than the cap, so nothing is cut; a
-        pinned `max_entities` that turns out too small raises instead."""
-        cap = max_entities or MIN_ENTITY_CAP
+        the threshold). With `max_entities=None` the entity cap is the model's `entity_cap`,
+        raised to the next power of two whenever a row has more passing spans than it (and
+        remembered, so later batches do not pay for a retry), so nothing is cut; a pinned
+        `max_entities` that turns out too small raises instead."""
+        cap = max_entities or self.entity_cap
         while True:
             out = self._forward(self.variables, *inputs, np.float32(threshold), max_entities=cap)
             needed = int(np.asarray(out.entity_count).max(initial=0))
             if needed <= cap:
+                if max_entities is None:
+                    self.entity_cap = cap
                 return out
             if max_entities is not None:
                 raise ValueError(

@@ -71,7 +71,7 @@ def test_forward_grows_the_entity_cap_instead_of_cutting(gliner_dir):
     assert needed > 4
     inputs = _inputs_like_our_forward(relex, ref)
     out = relex.forward(inputs, threshold=0.05, max_entities=None)
-    assert out.entity_mask.shape[1] >= needed
+    assert out.entity_mask.shape[1] >= needed and relex.entity_cap == out.entity_mask.shape[1]  # remembered
     np.testing.assert_array_equal(np.asarray(out.entity_mask).sum(1), ref["entity_mask"].sum(1))
     with pytest.raises(ValueError, match="more than max_entities=4"):
         relex.forward(inputs, threshold=0.05, max_entities=4)
