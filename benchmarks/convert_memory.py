@@ -21,7 +21,6 @@ to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -33,24 +32,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from common import report  # noqa: E402
+from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION  # noqa: E402
 GiB = 1024**3
 
 VOCAB_SIZE = 128100
-# deberta-v3-large's backbone (microsoft/deberta-v3-large config.json), on top of the fixtures'
-# deberta-v3 attention settings (relative attention, 256 buckets, p2c|c2p, shared keys, ...).
+# deberta-v3-large's backbone (microsoft/deberta-v3-large config.json).
 LARGE_ENCODER = dict(
     hidden_size=1024,
     num_hidden_layers=24,
     num_attention_heads=16,
     intermediate_size=4096,
     max_position_embeddings=512,
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type="p2c|c2p",
-    share_att_key=True,
-    norm_rel_ebd="layer_norm",
-    position_biased_input=False,
+    **DEBERTA_V3_ATTENTION,
     layer_norm_eps=1e-7,
     hidden_act="gelu",
 )
@@ -226,19 +222,8 @@ def main() -> None:
         f"start and imports. Machine: {machine()}"
     )
     print()
-    print(table)
-    print(summary)
-    if args.record:
-        results = Path(__file__).with_name("RESULTS.md")
-        entry = (
-            f"\n## Checkpoint conversion memory, deberta-v3-large shape ({datetime.date.today().isoformat()})\n\n"
-            f"Command: `python benchmarks/convert_memory.py --record`\n\n{table}\n\n{summary}.\n"
-        )
-        if not results.exists():
-            results.write_text("# Benchmark results\n\nEach entry was produced by the command it shows.\n")
-        with results.open("a") as f:
-            f.write(entry)
-
+    report("Checkpoint conversion memory, deberta-v3-large shape", "python benchmarks/convert_memory.py --record",
+           table, summary, args.record)
 
 if __name__ == "__main__":
     main()

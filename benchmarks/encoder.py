@@ -12,13 +12,10 @@ the median is reported. `--record` appends the table to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import statistics
 import tempfile
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -26,6 +23,7 @@ import torch
 import transformers
 
 import relex_jax
+from common import report, timed
 from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION
 
 V3_SMALL_SHAPED = dict(
@@ -38,12 +36,6 @@ V3_SMALL_SHAPED = dict(
     layer_norm_eps=1e-7,
     **DEBERTA_V3_ATTENTION,
 )
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -105,20 +97,8 @@ def main() -> None:
         f"Flax vs torch max relative difference {err:.1e}; XLA compile+first run: plain stack "
         f"{compile_plain:.1f} s, scanned stack {compile_scan:.1f} s"
     )
-    print(table)
-    print(summary)
-    if args.record:
-        results = Path(__file__).with_name("RESULTS.md")
-        entry = (
-            f"\n## Encoder forward, deberta-v3-small shape ({datetime.date.today().isoformat()})\n\n"
-            f"Command: `python benchmarks/encoder.py --batch {args.batch} --seq-len {args.seq_len} "
-            f"--rounds {args.rounds} --record`\n\n{table}\n\n{summary}.\n"
-        )
-        if not results.exists():
-            results.write_text("# Benchmark results\n\nEach entry was produced by the command it shows.\n")
-        with results.open("a") as f:
-            f.write(entry)
-
+    command = f"python benchmarks/encoder.py --batch {args.batch} --seq-len {args.seq_len} --rounds {args.rounds} --record"
+    report("Encoder forward, deberta-v3-small shape", command, table, summary, args.record)
 
 if __name__ == "__main__":
     main()

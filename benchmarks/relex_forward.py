@@ -18,14 +18,12 @@ separately. The script first checks that both give the same relation logits.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from gliner_fixtures import CALIBRATION_TEXTS, build_relex_model, reference_forw
 
 from relex_jax import RelexModel  # noqa: E402
 from relex_jax.data.processor import prompt_positions  # noqa: E402
+from common import report, timed  # noqa: E402
 
 CONLL04_TEST = ROOT.parent / "shared" / "data" / "conll04" / "test.jsonl"
 LABELS = ["person", "organization", "location", "other"]
@@ -64,12 +63,6 @@ def model_inputs(relex: RelexModel, batch: dict) -> tuple:
         *prompt_positions(batch["input_ids"], batch["attention_mask"], cfg.class_token_index),
         *prompt_positions(batch["input_ids"], batch["attention_mask"], cfg.rel_token_index),
     )
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -144,17 +137,11 @@ def main() -> None:
         f"(gliner scores {int(ref['rel_mask'].sum())} pairs), float32, {args.rounds} alternating rounds, CPU ({cpu}); "
         f"relex-jax compile + first run {compile_s:.1f} s; relation logits max relative difference {error:.1e}"
     )
-    print(table)
-    print(summary)
-    if args.record:
-        entry = (
-            f"\n## Relex forward, deberta-v3-small-shaped backbone, released head ({datetime.date.today().isoformat()})\n\n"
-            f"Command: `python benchmarks/relex_forward.py --batch {args.batch} --rounds {args.rounds} "
-            f"--spans-per-text {args.spans_per_text} --record`\n\n{table}\n\n{summary}.\n"
-        )
-        with (ROOT / "benchmarks" / "RESULTS.md").open("a") as f:
-            f.write(entry)
-
+    command = (
+        f"python benchmarks/relex_forward.py --batch {args.batch} --rounds {args.rounds} "
+        f"--spans-per-text {args.spans_per_text} --record"
+    )
+    report("Relex forward, deberta-v3-small-shaped backbone, released head", command, table, summary, args.record)
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,8 @@ import pytest
 
 from torch_fixtures import redraw_weights
 
+from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 gliner = pytest.importorskip("gliner")
@@ -216,13 +218,7 @@ DEFAULT_ENCODER: dict[str, Any] = dict(
     num_attention_heads=4,
     intermediate_size=128,
     max_position_embeddings=512,
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type="p2c|c2p",
-    share_att_key=True,
-    norm_rel_ebd="layer_norm",
-    position_biased_input=False,
+    **DEBERTA_V3_ATTENTION,
     type_vocab_size=0,
     pad_token_id=0,
 )

@@ -1,0 +1,28 @@
+"""Shared by the benchmark scripts: timing and recording results in benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def timed(fn) -> float:
+    """Wall-clock seconds of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def report(title: str, command: str, table: str, summary: str, record: bool) -> None:
+    """Print the result; with `record`, append it to RESULTS.md under a dated heading."""
+    print(table)
+    print(summary)
+    if not record:
+        return
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nEach entry was produced by the command it shows.\n")
+    with RESULTS.open("a") as f:
+        f.write(f"\n## {title} ({datetime.date.today().isoformat()})\n\nCommand: `{command}`\n\n{table}\n\n{summary}.\n")
