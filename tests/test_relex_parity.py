@@ -226,3 +226,25 @@ def test_per_text_label_sets_select_only_through_real_classes(tmp_path):
     gliner_count = ((best_any > threshold) & ref["span_mask"]).sum(1)
     np.testing.assert_array_equal(ref["entity_mask"].sum(1), gliner_count)  # what gliner does instead
     assert (gliner_count > expected).any(), "the fixture should exercise the padded-class quirk"
+
+
+@pytest.mark.parametrize(
+    "labels,relations",
+    [
+        (["person"], ["works at", "located in", "founded by", "born in"]),
+        (["person", "organization", "location", "date", "city"], ["located in"]),
+    ],
+    ids=["1_label_4_relations", "5_labels_1_relation"],
+)
+def test_other_label_counts(tmp_path, labels, relations):
+    model, path = build_relex_model(tmp_path / "model", seed=4)
+    threshold = moderate_threshold(reference_forward(model, TEXTS, labels, relations))
+    ref = reference_forward(model, TEXTS, labels, relations, threshold=threshold)
+    _, out, _ = our_forward(path, ref, threshold=threshold)
+    assert out.entity_logits.shape[-1] == len(labels) and out.relation_logits.shape[-1] == len(relations)
+    assert scaled_error(out.entity_logits, ref["logits"]) <= 1e-5
+    np.testing.assert_array_equal(np.asarray(out.entity_count), ref["entity_mask"].sum(1))
+    pair_mask, logits = np.asarray(out.pair_mask), np.asarray(out.relation_logits)
+    ours = np.concatenate([logits[b][pair_mask[b]] for b in range(len(TEXTS))])
+    theirs = np.concatenate([ref["rel_logits"][b][ref["rel_mask"][b]] for b in range(len(TEXTS))])
+    assert len(theirs) > 0 and scaled_error(ours, theirs) <= 1e-5
