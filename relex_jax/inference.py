@@ -73,4 +73,11 @@ def _load_tokenizer(model_dir: Path):
     from tokenizers import Tokenizer
 
     file = Path(model_dir) / "tokenizer.json"
-    return Tokenizer.from_file(str(file)) if file.is_file() else None
+    if not file.is_file():
+        return None
+    tokenizer = Tokenizer.from_file(str(file))
+    # Padding and truncation saved in tokenizer.json are transformers' per-call settings; gliner
+    # overrides them on every call (pad per batch, no practical truncation), and so do we.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
