@@ -88,3 +88,15 @@ def test_buckets_pad_without_changing_real_outputs(model):
     b = np.asarray(relex.forward(padded.model_inputs(), 0.5).entity_logits)
     words, classes = a.shape[1], a.shape[3]
     np.testing.assert_allclose(b[:, :words, :, :classes][tight.span_mask], a[tight.span_mask], rtol=0, atol=1e-5 * np.abs(a).max())
+
+
+def test_bad_batches_fail_early(model):
+    _, relex = model
+    cfg = relex.config
+    kwargs = dict(ent_token=cfg.ent_token, sep_token=cfg.sep_token, rel_token=cfg.rel_token, max_width=cfg.max_width)
+    with pytest.raises(ValueError, match="at least one text"):
+        build_batch(relex.tokenizer, [], [], [], **kwargs)
+    with pytest.raises(ValueError, match=r"texts \[1\] have no words"):
+        build_batch(relex.tokenizer, [["Tokyo"], []], [["location"]] * 2, [[]] * 2, **kwargs)
+    with pytest.raises(ValueError, match="2 texts but 1 entity label lists"):
+        build_batch(relex.tokenizer, [["a"], ["b"]], [["x"]], [[], []], **kwargs)

@@ -116,6 +116,15 @@ def build_batch(
     `words` must be non-empty per text (gliner substitutes "[PAD]" for an empty word list).
     `buckets` maps "tokens", "words", "entities", "relations" to allowed padded sizes.
     """
+    if not words:
+        raise ValueError("build_batch needs at least one text")
+    if not len(words) == len(entity_labels) == len(relation_labels):
+        raise ValueError(
+            f"{len(words)} texts but {len(entity_labels)} entity label lists and {len(relation_labels)} relation label lists"
+        )
+    empty = [i for i, text_words in enumerate(words) if not text_words]
+    if empty:
+        raise ValueError(f"texts {empty} have no words (gliner would substitute '[PAD]'; callers drop empty texts)")
     buckets = buckets or {}
     sequences, skips = [], []
     for text_words, ents, rels in zip(words, entity_labels, relation_labels):
