@@ -96,6 +96,10 @@ def gather_prompts(tokens, prompt_index, prompt_mask):
 
 
 class RelexModule(nn.Module):
+    """The span relex model. At most `max_entities` selected spans per text take part in
+    relations: when `entity_count` exceeds it, the selection was cut and the caller must rerun
+    with a larger cap (`RelexModel.forward` does this itself)."""
+
     config: RelexConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
