@@ -37,6 +37,7 @@ __all__ = [
     "decode_entities",
     "decode_relations",
     "entities_to_dicts",
+    "merge_windows",
     "relations_to_dicts",
     "sigmoid",
 ]
@@ -260,3 +261,41 @@ def relations_to_dicts(relations: Sequence[Relation], entity_dicts: Sequence[dic
             continue
         out.append({"head": side(head), "tail": side(tail), "relation": label, "score": score})
     return out
+
+
+def merge_windows(
+    windows: Sequence[tuple[Sequence[EntitySpan], Sequence[Relation]]],
+    flat_ner: bool,
+    multi_label: bool,
+    relation_names: Sequence[str],
+) -> tuple[list[EntitySpan], list[Relation]]:
+    """Merge the decoded results of overlapping windows of one text (spans in text word positions).
+
+    A span found by several windows keeps its best score; the union is then resolved by the same
+    greedy search as one window, so overlaps across windows follow the `flat_ner` / `multi_label`
+    rules. Relations are re-attached by boundaries (to the first kept entity with the same
+    start and end, as gliner maps model entities), keep their best score, are dropped with their
+    head or tail, and are ordered by (head, tail, relation label order).
+    """
+    best: dict[tuple[int, int, str], EntitySpan] = {}
+    for spans, _ in windows:
+        for span in spans:
+            key = (span.start, span.end, span.label)
+            if key not in best or span.score > best[key].score:
+                best[key] = span
+    merged = greedy_search(list(best.values()), flat_ner, multi_label)
+    first: dict[tuple[int, int], int] = {}
+    for i, span in enumerate(merged):
+        first.setdefault((span.start, span.end), i)
+    relations: dict[tuple[int, str, int], Relation] = {}
+    for spans, rels in windows:
+        for rel in rels:
+            head, tail = spans[rel.head], spans[rel.tail]
+            h, t = first.get((head.start, head.end)), first.get((tail.start, tail.end))
+            if h is None or t is None:
+                continue
+            key = (h, rel.label, t)
+            if key not in relations or rel.score > relations[key].score:
+                relations[key] = Relation(h, rel.label, t, rel.score)
+    order = {name: i for i, name in enumerate(relation_names)}
+    return merged, sorted(relations.values(), key=lambda r: (r.head, r.tail, order[r.label]))

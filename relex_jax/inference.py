@@ -1,22 +1,60 @@
-"""`RelexModel`: a loaded model (config, Flax module, variables, tokenizer) and its jitted forward."""
+"""`RelexModel`: a loaded model (config, Flax module, variables, tokenizer), its jitted forward,
+and gliner's inference API on top of it (`inference`, `predict_entities`, `predict_relations`).
+
+Texts go through the host-side processor (`relex_jax.data`), the jitted forward (sharded over
+the local devices, data parallel) and the host-side decoder (`relex_jax.decoding`). Batches are
+padded to shape buckets so a corpus compiles a handful of shapes, not one per batch.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from relex_jax.checkpoint.convert import RELEX_CONFIG, load_relex_dir
 from relex_jax.checkpoint.gliner import GLINER_CONFIG, load_gliner_checkpoint
 from relex_jax.config import RelexConfig
+from relex_jax.data.labels import LabelSet, normalize_labels
+from relex_jax.data.processor import build_batch, split_words, window_starts
+from relex_jax.decoding import (
+    EntitySpan,
+    Relation,
+    decode_entities,
+    decode_relations,
+    entities_to_dicts,
+    merge_windows,
+    relations_to_dicts,
+)
 from relex_jax.modeling.relex import RelexModule, RelexOutput
 
+logger = logging.getLogger("relex_jax")
+
 MIN_ENTITY_CAP = 16
+# Padded sizes the forward is compiled for; beyond the largest, multiples of it.
+SHAPE_BUCKETS = {
+    "tokens": (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
+    "words": (8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
+    "entities": (2, 4, 8, 16, 32, 64),
+    "relations": (2, 4, 8, 16, 32, 64),
+}
+LONG_TEXT_MODES = ("window", "truncate")
+
+
+class _Piece(NamedTuple):
+    """The words of one text (or one window of it) that go through the model as one row."""
+
+    text: int  # index into the caller's texts
+    offset: int  # word position of words[0] in the text
+    words: list[str]
 
 
 @dataclasses.dataclass
@@ -27,11 +65,24 @@ class RelexModel:
     tokenizer: Any  # tokenizers.Tokenizer, or None when the directory has no tokenizer.json
     model_dir: Path
     entity_cap: int = MIN_ENTITY_CAP  # grows (powers of two) when a batch needs more; never shrinks
+    devices: Sequence[Any] | None = None  # batches are split over these (data parallel); None: all local
+    compiled_shapes: set = dataclasses.field(default_factory=set)  # input signatures compiled so far
+
+    def __post_init__(self):
+        self.devices = tuple(self.devices or jax.local_devices())
+        self._replicated = NamedSharding(self._mesh, PartitionSpec())
+        self._rows = NamedSharding(self._mesh, PartitionSpec("data"))
+        self.variables = jax.device_put(self.variables, self._replicated)
+
+    @functools.cached_property
+    def _mesh(self) -> Mesh:
+        return Mesh(np.asarray(self.devices), ("data",))
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype=None) -> "RelexModel":
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype=None, devices=None) -> "RelexModel":
         """Load a relex-jax model directory, or a gliner checkpoint (directory or hub id, converted
-        in memory). `dtype` sets the compute dtype (parameters stay float32)."""
+        in memory). `dtype` sets the compute dtype (parameters stay float32); `devices` the
+        devices batches are split over (default: all local devices)."""
         path = Path(path_or_hub_id).expanduser()
         if (path / RELEX_CONFIG).is_file():
             config, variables = load_relex_dir(path)
@@ -41,22 +92,38 @@ class RelexModel:
         else:
             raise FileNotFoundError(f"{path} holds neither {RELEX_CONFIG} (relex-jax) nor {GLINER_CONFIG} (gliner)")
         module = RelexModule(config) if dtype is None else RelexModule(config, dtype=dtype)
-        return cls(config, module, jax.device_put(variables), _load_tokenizer(model_dir), Path(model_dir))
+        return cls(config, module, variables, _load_tokenizer(model_dir), Path(model_dir), devices=devices)
 
     @functools.cached_property
     def _forward(self):
         return jax.jit(self.module.apply, static_argnames=("max_entities", "deterministic", "materialize"))
 
-    def forward(self, inputs: tuple, threshold: float, max_entities: int | None = None) -> RelexOutput:
+    def forward(
+        self, inputs: tuple, threshold: float, max_entities: int | None = None, adjacency_threshold: float | None = None
+    ) -> RelexOutput:
         """Run the model on prepared inputs (the positional arguments of `RelexModule`, without
-        the threshold). With `max_entities=None` the entity cap is the model's `entity_cap`,
-        raised to the next power of two whenever a row has more passing spans than it (and
-        remembered, so later batches do not pay for a retry), so nothing is cut; a pinned
-        `max_entities` that turns out too small raises instead."""
+        the thresholds), rows split over `devices`, whose count must divide the batch.
+
+        With `max_entities=None` the entity cap is the model's `entity_cap`, raised to the next
+        power of two whenever a row has more passing spans than it (and remembered, so later
+        batches do not pay for a retry), so nothing is cut; a pinned `max_entities` that turns
+        out too small raises instead."""
+        rows = len(inputs[0])
+        if rows % len(self.devices):
+            raise ValueError(f"a batch of {rows} rows cannot be split evenly over {len(self.devices)} devices")
+        inputs = jax.device_put(tuple(inputs), self._rows)
+        thresholds = (np.float32(threshold), None if adjacency_threshold is None else np.float32(adjacency_threshold))
         cap = max_entities or self.entity_cap
         while True:
-            out = self._forward(self.variables, *inputs, np.float32(threshold), max_entities=cap)
+            signature = (tuple(x.shape for x in inputs), cap)
+            new_shape = signature not in self.compiled_shapes
+            start = time.perf_counter()
+            out = self._forward(self.variables, *inputs, *thresholds, max_entities=cap)
             needed = int(np.asarray(out.entity_count).max(initial=0))
+            if new_shape:
+                self.compiled_shapes.add(signature)
+                logger.debug("compiled the forward for shapes %s (compile + run %.2f s; %d shapes so far)",
+                             signature, time.perf_counter() - start, len(self.compiled_shapes))
             if needed <= cap:
                 if max_entities is None:
                     self.entity_cap = cap
@@ -67,6 +134,183 @@ class RelexModel:
                     "raise max_entities or the threshold, or pass max_entities=None to size it automatically"
                 )
             cap = 1 << (needed - 1).bit_length()
+
+    def inference(
+        self,
+        texts: str | Sequence[str],
+        labels,
+        relations=None,
+        threshold: float = 0.5,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        return_relations: bool = True,
+        *,
+        long_texts: str = "window",
+        window_size: int | None = None,
+        window_stride: int | None = None,
+    ):
+        """Extract entities (and relations) from texts, as gliner's `inference`.
+
+        Args:
+            texts: a string or a sequence of strings. Empty or whitespace-only texts give [].
+            labels: entity types: a string, a list, a {name: description} mapping (the model reads
+                the descriptions, results carry the names), or one list / mapping per text.
+            relations: relation types in the same forms; None or [] for entities only.
+            threshold: entity threshold (strict); it also picks the spans relations are scored
+                between. `adjacency_threshold` and `relation_threshold` default to it.
+            flat_ner, multi_label: gliner's overlap rules for the greedy span decoding.
+            batch_size: texts (or windows) per forward; texts are grouped by length first, so
+                results come back in input order but batches do not follow it.
+            return_relations: False returns only the entity lists.
+            long_texts: texts with more than `window_size` words (default: the config's
+                `max_len`, gliner's truncation length) are read as overlapping windows,
+                `window_stride` words apart (default: three quarters of a window), and merged
+                (see `merge_windows`); "truncate" cuts them to their first `window_size` words as
+                gliner does, with a warning naming the text.
+
+        Returns:
+            (entities, relations): one list of gliner-format dicts per text, or only entities.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+        entity_sets = normalize_labels(labels, len(texts), "labels")
+        relation_sets = normalize_labels(relations, len(texts), "relations", required=False)
+        for name, value in (("threshold", threshold), ("adjacency_threshold", adjacency_threshold),
+                            ("relation_threshold", relation_threshold)):
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        relation_threshold = threshold if relation_threshold is None else relation_threshold
+        if self.tokenizer is None:
+            raise ValueError(f"{self.model_dir} has no tokenizer.json, so raw texts cannot be tokenized")
+
+        splits = [split_words(text) for text in texts]
+        for i, (words, _, _) in enumerate(splits):
+            if words and not entity_sets[i].prompts:
+                raise ValueError(f"text {i} has no entity labels: name at least one type to extract")
+        pieces = self._pieces([s[0] for s in splits], long_texts, window_size, window_stride)
+        results: list[list[tuple[list[EntitySpan], list[Relation]]]] = [[] for _ in texts]
+        order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].words))
+        for chunk in range(0, len(order), batch_size):
+            batch = [pieces[i] for i in order[chunk : chunk + batch_size]]
+            decoded = self._run(batch, entity_sets, relation_sets, threshold, adjacency_threshold,
+                                relation_threshold, flat_ner, multi_label, return_relations)
+            for piece, result in zip(batch, decoded):
+                results[piece.text].append(result)
+
+        all_entities, all_relations = [], []
+        for i, (text, (_, starts, ends)) in enumerate(zip(texts, splits)):
+            if not results[i]:
+                spans, rels = [], []
+            elif len(results[i]) == 1:
+                spans, rels = results[i][0]
+            else:
+                spans, rels = merge_windows(results[i], flat_ner, multi_label, relation_sets[i].names)
+            entities = entities_to_dicts(spans, text, starts, ends)
+            all_entities.append(entities)
+            all_relations.append(relations_to_dicts(rels, entities))
+        return (all_entities, all_relations) if return_relations else all_entities
+
+    def predict_entities(self, text: str, labels, relations=None, flat_ner: bool = True, threshold: float = 0.5,
+                         adjacency_threshold: float | None = None, multi_label: bool = False, **kwargs):
+        """Entities of one text, as gliner's `predict_entities`. Relation types, when given,
+        are part of the prompt and so change entity scores, as in gliner."""
+        return self.inference([text], labels, relations, threshold, adjacency_threshold, None, flat_ner,
+                              multi_label, return_relations=False, **kwargs)[0]
+
+    def predict_relations(self, text: str, labels, relations, flat_ner: bool = True, threshold: float = 0.5,
+                          adjacency_threshold: float | None = None, relation_threshold: float | None = None,
+                          multi_label: bool = False, **kwargs):
+        """(entities, relations) of one text, as gliner's `predict_relations`."""
+        entities, rels = self.inference([text], labels, relations, threshold, adjacency_threshold,
+                                        relation_threshold, flat_ner, multi_label, **kwargs)
+        return entities[0], rels[0]
+
+    def _pieces(self, words: list[list[str]], long_texts: str, window_size: int | None,
+                window_stride: int | None) -> list[_Piece]:
+        """Split texts into model rows: whole texts, windows of long ones, or truncated ones."""
+        if long_texts not in LONG_TEXT_MODES:
+            raise ValueError(f"long_texts must be one of {LONG_TEXT_MODES}, got {long_texts!r}")
+        size = window_size or self.config.max_len
+        stride = window_stride or max(1, size - size // 4)
+        if size < 1 or stride < 1:
+            raise ValueError(f"window_size and window_stride must be positive, got {size} and {stride}")
+        if long_texts == "window" and size - stride < self.config.max_width - 1 and size < max(map(len, words), default=0):
+            raise ValueError(
+                f"windows of {size} words {stride} apart overlap by {size - stride} words, fewer than the "
+                f"{self.config.max_width - 1} a span of up to max_width={self.config.max_width} words needs "
+                "to lie whole in some window; lower window_stride"
+            )
+        pieces = []
+        for i, text_words in enumerate(words):
+            if not text_words:
+                continue
+            if len(text_words) <= size:
+                pieces.append(_Piece(i, 0, text_words))
+            elif long_texts == "truncate":
+                logger.warning("text %d has %d words; truncated to its first %d (long_texts='truncate')",
+                               i, len(text_words), size)
+                pieces.append(_Piece(i, 0, text_words[:size]))
+            else:
+                pieces.extend(_Piece(i, s, text_words[s : s + size]) for s in window_starts(len(text_words), size, stride))
+        return pieces
+
+    def _run(self, pieces: list[_Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet], threshold,
+             adjacency_threshold, relation_threshold, flat_ner, multi_label, return_relations):
+        """Forward and decode one batch of pieces; spans come back in text word positions."""
+        cfg = self.config
+        rows = _bucket_rows(len(pieces), len(self.devices))
+        padded = pieces + [pieces[-1]] * (rows - len(pieces))  # filler rows repeat a real one; dropped below
+        ents = [entity_sets[p.text] for p in padded]
+        rels = [relation_sets[p.text] for p in padded]
+        batch = build_batch(
+            self.tokenizer, [p.words for p in padded], [e.prompts for e in ents], [r.prompts for r in rels],
+            ent_token=cfg.ent_token, sep_token=cfg.sep_token, rel_token=cfg.rel_token, max_width=cfg.max_width,
+            pad_id=self.config.encoder.pad_token_id, pooling=cfg.subtoken_pooling,
+            embed_ent_token=cfg.embed_ent_token, embed_rel_token=cfg.embed_rel_token, buckets=SHAPE_BUCKETS,
+        )
+        self._check_positions(batch.input_ids.shape[1])
+        out = self.forward(batch.model_inputs(), threshold, adjacency_threshold=adjacency_threshold)
+        n = len(pieces)
+        names = [e.names for e in ents[:n]]
+        spans = decode_entities(np.asarray(out.entity_logits)[:n], batch.text_lengths[:n], None, names, threshold,
+                                flat_ner, multi_label)
+        if return_relations:
+            relations = decode_relations(
+                spans, np.asarray(out.entity_index)[:n], np.asarray(out.entity_mask)[:n], np.asarray(out.pair_mask)[:n],
+                np.asarray(out.relation_logits)[:n], [r.names for r in rels[:n]], relation_threshold, cfg.max_width,
+            )
+        else:
+            relations = [[] for _ in range(n)]
+        k = cfg.max_width
+        return [
+            ([s._replace(start=s.start + p.offset, end=s.end + p.offset, span_index=(s.start + p.offset) * k + s.end - s.start)
+              for s in row_spans] if p.offset else row_spans, row_rels)
+            for p, row_spans, row_rels in zip(pieces, spans, relations)
+        ]
+
+    def _check_positions(self, tokens: int):
+        """Absolute position embeddings have a fixed table; a longer row would index past it
+        (jit clamps such indices silently), so refuse it here."""
+        enc = self.config.encoder
+        if enc.position_biased_input and tokens > enc.max_position_embeddings:
+            raise ValueError(
+                f"a batch needs {tokens} tokens but this encoder's absolute positions stop at "
+                f"{enc.max_position_embeddings}; use a smaller window_size or fewer labels"
+            )
+
+
+def _bucket_rows(rows: int, devices: int) -> int:
+    """Rows per forward: the next power of two (few shapes), a multiple of the device count."""
+    padded = 1 << (rows - 1).bit_length()
+    return -(-padded // devices) * devices
 
 
 def _load_tokenizer(model_dir: Path):

@@ -156,3 +156,16 @@ def build_batch(
         size=_bucket(max(len(r) for r in relation_labels), buckets.get("relations")), next_token=not embed_rel_token,
     )
     return Batch(input_ids, attention_mask, words_mask, lengths, span_mask, *ent, *rel)
+
+
+def window_starts(num_words: int, size: int, stride: int) -> list[int]:
+    """First word of each window of `size` words, `stride` apart, covering all `num_words` words.
+
+    The last window is aligned to the text's end, so no window is shorter than needed.
+    """
+    if num_words <= size:
+        return [0]
+    starts = list(range(0, num_words - size + 1, stride))
+    if starts[-1] + size < num_words:
+        starts.append(num_words - size)
+    return starts
