@@ -6,7 +6,9 @@ Subcommands so far:
               that the variants agree and that padding does not leak into real tokens.
   convert     gliner checkpoint (directory or hub id) -> relex-jax model directory, or back
               with --to-gliner
-Inference (`predict`), training (`train`) and the quickstart land with later issues.
+  predict     entities and relations for every line of a .txt or .jsonl corpus, streamed in
+              chunks to a .jsonl file (one object per input line, written atomically)
+Training (`train`) and the quickstart land with later issues.
 """
 
 from __future__ import annotations
@@ -91,6 +93,147 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PredictError(Exception):
+    """A problem with predict's arguments or input, reported as one line and exit status 2."""
+
+
+INPUT_FORMATS = (".txt", ".jsonl")
+
+
+def _parse_types(value: str, option: str):
+    """`a,b` -> ["a", "b"]; `{"a": "description", ...}` -> that mapping. An empty or repeated
+    name is an error rather than a type silently dropped (gliner would drop repeats)."""
+    import json
+
+    if value.lstrip().startswith("{"):
+        try:
+            mapping = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise _PredictError(f"{option}: not a valid JSON object ({exc})") from None
+        if not isinstance(mapping, dict):
+            raise _PredictError(f"{option}: expected a JSON object {{name: description}}")
+        return mapping
+    names = [item.strip() for item in value.split(",")]
+    for i, name in enumerate(names):
+        if not name:
+            raise _PredictError(f"{option}: item {i + 1} of {value!r} is empty; "
+                                "give comma-separated names such as 'a,b'")
+        if name in names[:i]:
+            raise _PredictError(f"{option}: {name!r} is listed twice")
+    return names
+
+
+def _records(path, suffix: str):
+    """Yield (output object, text) for each line of a .txt or .jsonl file."""
+    import json
+
+    with open(path, encoding="utf-8-sig") as lines:  # -sig: a leading byte-order mark is not text
+        for number, line in enumerate(lines, 1):
+            line = line.rstrip("\r\n")
+            if suffix == ".txt":
+                yield {"text": line}, line
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _PredictError(f"{path}, line {number}: invalid JSON ({exc})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise _PredictError(f"{path}, line {number}: expected a JSON object with a string field \"text\"")
+            yield record, record["text"]
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Stream a corpus through `RelexModel.inference` in chunks, so memory stays bounded by the
+    chunk, not the corpus; the output appears under its name only once it is complete."""
+    try:
+        return _predict(args)
+    except _PredictError as exc:
+        print(f"relex-jax predict: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import itertools
+    import json
+    import os
+    from pathlib import Path
+
+    from relex_jax.data.labels import normalize_labels
+
+    labels = _parse_types(args.labels, "--labels")
+    relations = None if args.relations is None else _parse_types(args.relations, "--relations")
+    for option, value, required in (("--labels", labels, True), ("--relations", relations, False)):
+        try:
+            normalize_labels(value, 1, option, required=required)
+        except (TypeError, ValueError) as exc:
+            raise _PredictError(str(exc)) from None
+    for option in ("threshold", "relation_threshold", "adjacency_threshold"):
+        value = getattr(args, option)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise _PredictError(f"--{option.replace('_', '-')} must be in [0, 1], got {value}")
+    for option in ("batch_size", "chunk_size", "window_size", "window_stride"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise _PredictError(f"--{option.replace('_', '-')} must be positive, got {value}")
+
+    source, out = Path(args.input), Path(args.output)
+    suffix = source.suffix.lower()
+    if suffix not in INPUT_FORMATS:
+        raise _PredictError(f"--input {source}: unsupported extension {source.suffix!r}; use .txt (one text per line) "
+                            "or .jsonl (one object with a string \"text\" per line)")
+    if not source.is_file():
+        raise _PredictError(f"--input {source}: no such file")
+    if out.is_dir():
+        raise _PredictError(f"--output {out} is a directory")
+    if out.exists() and not args.overwrite:
+        raise _PredictError(f"--output {out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise _PredictError(f"--output {out}: directory {out.parent} does not exist")
+    # The first pass counts lines for the progress bar and checks every .jsonl line, so a bad
+    # line fails now rather than after hours of inference.
+    total = sum(1 for _ in _records(source, suffix))
+
+    from tqdm import tqdm
+
+    from relex_jax.inference import RelexModel
+
+    start = time.perf_counter()
+    model = RelexModel.from_pretrained(args.model)
+    loaded = time.perf_counter() - start
+    settings = dict(
+        threshold=args.threshold, adjacency_threshold=args.adjacency_threshold,
+        relation_threshold=args.relation_threshold, flat_ner=not args.nested, multi_label=args.multi_label,
+        batch_size=args.batch_size, long_texts=args.long_texts, window_size=args.window_size,
+        window_stride=args.window_stride,
+    )
+    texts = entity_count = relation_count = 0
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    start = time.perf_counter()
+    try:
+        with open(tmp, "w", encoding="utf-8") as sink, tqdm(
+            total=total, file=sys.stderr, unit="text", mininterval=1, desc="predict"
+        ) as bar:
+            records = _records(source, suffix)
+            while chunk := list(itertools.islice(records, args.chunk_size)):
+                found = model.inference([text for _, text in chunk], labels, relations, **settings)
+                for (record, _), entities, relations_found in zip(chunk, *found):
+                    record["entities"], record["relations"] = entities, relations_found
+                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    entity_count += len(entities)
+                    relation_count += len(relations_found)
+                sink.flush()
+                texts += len(chunk)
+                bar.update(len(chunk))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {out}: {texts} texts, {entity_count} entities, {relation_count} relations in {elapsed:.1f} s "
+          f"({texts / max(elapsed, 1e-9):.1f} texts/s; model loaded in {loaded:.1f} s; "
+          f"{len(model.compiled_shapes)} compiled shapes)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relex-jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--to-gliner", action="store_true", help="convert a relex-jax directory back to gliner")
     conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     conv.set_defaults(func=convert)
+    pred = sub.add_parser("predict", help="extract entities and relations from a .txt or .jsonl corpus into .jsonl")
+    pred.add_argument("--model", required=True, help="relex-jax model directory, gliner directory or hub id")
+    pred.add_argument("--labels", required=True,
+                      help='entity types, comma-separated ("person,organization"), or a JSON object '
+                           '\'{"name": "description", ...}\' whose descriptions the model reads')
+    pred.add_argument("--relations", help="relation types, in the same forms (default: entities only)")
+    pred.add_argument("--threshold", type=float, default=0.5, help="entity threshold (default 0.5)")
+    pred.add_argument("--relation-threshold", type=float, help="relation threshold (default: --threshold)")
+    pred.add_argument("--adjacency-threshold", type=float, help="adjacency-head threshold (default: --threshold)")
+    pred.add_argument("--nested", action="store_true", help="allow nested entities (gliner's flat_ner=False)")
+    pred.add_argument("--multi-label", action="store_true", help="allow several labels per span")
+    pred.add_argument("--long-texts", choices=("window", "truncate"), default="window",
+                      help="texts longer than --window-size words: overlapping windows (default) or cut")
+    pred.add_argument("--window-size", type=int, help="words per window (default: the model's max_len)")
+    pred.add_argument("--window-stride", type=int, help="words between window starts (default: 3/4 of a window)")
+    pred.add_argument("--input", required=True,
+                      help='.txt (one text per line) or .jsonl (one object with a string "text" per line)')
+    pred.add_argument("--output", required=True, help="output .jsonl, one object per input line (written atomically)")
+    pred.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    pred.add_argument("--batch-size", type=int, default=8, help="texts (or windows) per forward (default 8)")
+    pred.add_argument("--chunk-size", type=int, default=256,
+                      help="input lines read, predicted and written at a time; bounds memory (default 256)")
+    pred.set_defaults(func=predict)
     return parser
 
 

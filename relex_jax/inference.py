@@ -39,10 +39,11 @@ from relex_jax.modeling.relex import RelexModule, RelexOutput
 logger = logging.getLogger("relex_jax")
 
 MIN_ENTITY_CAP = 16
-# Padded sizes the forward is compiled for; beyond the largest, multiples of it.
+# Padded sizes the forward is compiled for; beyond the largest, multiples of it. Texts are
+# grouped by length, so token and word counts move together and few combinations occur.
 SHAPE_BUCKETS = {
-    "tokens": (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
-    "words": (8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
+    "tokens": (64, 128, 192, 256, 384, 512, 768, 1024),
+    "words": (16, 32, 64, 96, 128, 192, 256, 384, 512),
     "entities": (2, 4, 8, 16, 32, 64),
     "relations": (2, 4, 8, 16, 32, 64),
 }

@@ -1,5 +1,7 @@
 """The `relex-jax` command line."""
 
+import json
+
 import pytest
 
 from relex_jax import cli
@@ -16,3 +18,166 @@ def test_selfcheck_rejects_empty_batch():
     with pytest.raises(SystemExit) as exc:
         cli.main(["selfcheck", "--batch", "0"])
     assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------------
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def approx_scores(rows):
+    """Prediction lists with float32-rounding tolerance on scores: chunks batch texts differently,
+    so the padded shapes, and with them the last bits of a score, may differ from one call."""
+
+    def fix(item):
+        if isinstance(item, dict):
+            return {k: pytest.approx(v, rel=1e-5, abs=1e-6) if k == "score" else fix(v) for k, v in item.items()}
+        return [fix(x) for x in item] if isinstance(item, list) else item
+
+    return fix(rows)
+
+
+@pytest.fixture(scope="module")
+def relex_dir(tmp_path_factory):
+    """One tiny gliner relex checkpoint and an entity threshold at which about a quarter of the
+    spans pass (so entities, and with them relations, are found)."""
+    pytest.importorskip("torch")
+    from gliner_fixtures import build_relex_model, reference_forward
+    from test_relex_parity import LABELS, RELATIONS, TEXTS, moderate_threshold
+
+    model, path = build_relex_model(tmp_path_factory.mktemp("predict") / "model", seed=0)
+    return path, moderate_threshold(reference_forward(model, TEXTS, LABELS, RELATIONS))
+
+
+def test_predict_txt_and_jsonl_match_inference(relex_dir, tmp_path, capsys):
+    from test_relex_parity import LABELS, RELATIONS, TEXTS
+
+    from relex_jax import RelexModel
+
+    path, threshold = relex_dir
+    texts = TEXTS[:2] + [""] + TEXTS[2:]  # a blank line still gets its (empty) output object
+    source = tmp_path / "corpus.txt"
+    source.write_bytes(("\n".join(texts[:3]) + "\r\n" + "\n".join(texts[3:]) + "\n").encode())
+    out = tmp_path / "out.jsonl"
+    common = ["--model", str(path), "--threshold", str(threshold)]
+    assert cli.main(["predict", *common, "--labels", " , ".join(LABELS), "--relations", ",".join(RELATIONS),
+                     "--input", str(source), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{len(texts)} texts" in err and "compiled shapes" in err and "texts/s" in err
+
+    model = RelexModel.from_pretrained(path)
+    entities, relations = model.inference(texts, LABELS, RELATIONS, threshold=threshold)
+    assert sum(map(len, entities)) > 0 and sum(map(len, relations)) > 0  # not vacuous
+    rows = read_jsonl(out)
+    assert rows == [{"text": t, "entities": e, "relations": r} for t, e, r in zip(texts, entities, relations)]
+    assert rows[2] == {"text": "", "entities": [], "relations": []}
+
+    # .jsonl in chunks of 3 lines (the last one partial), labels as a {name: description} mapping, extra fields kept;
+    # an existing output is replaced with --overwrite.
+    mapping = {"PER": "person", "ORG": "organization", "LOC": "location"}
+    jsonl = tmp_path / "corpus.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": i, "text": t, "meta": {"n": i}}) + "\n" for i, t in enumerate(TEXTS)))
+    out.write_text("stale\n")
+    assert cli.main(["predict", *common, "--labels", json.dumps(mapping), "--relations", ",".join(RELATIONS),
+                     "--input", str(jsonl), "--output", str(out), "--chunk-size", "3", "--overwrite"]) == 0
+    entities, relations = model.inference(TEXTS, mapping, RELATIONS, threshold=threshold)
+    assert {e["label"] for row in entities for e in row} <= set(mapping) and sum(map(len, entities)) > 0
+    rows = read_jsonl(out)
+    assert len(rows) == len(TEXTS)
+    for i, (row, ents, rels) in enumerate(zip(rows, entities, relations)):
+        assert row["id"] == i and row["meta"] == {"n": i} and row["text"] == TEXTS[i]
+        assert row["entities"] == approx_scores(ents) and row["relations"] == approx_scores(rels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "corpus.txt", "out.jsonl"]
+
+
+def predict_error(tmp_path, capsys, *extra, labels="person,location", source=None):
+    """Run predict expecting a usage error (before any model is loaded); return its message."""
+    if source is None:
+        source = tmp_path / "in.txt"
+        source.write_text("Alice works in Paris.\n")
+    argv = ["predict", "--model", str(tmp_path / "no-model"), "--labels", labels, "--input", str(source),
+            "--output", str(tmp_path / "out.jsonl"), *extra]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("relex-jax predict: error: ")
+    return err
+
+
+def test_predict_rejects_bad_extension(tmp_path, capsys):
+    source = tmp_path / "in.csv"
+    source.write_text("text\n")
+    assert "unsupported extension '.csv'" in predict_error(tmp_path, capsys, source=source)
+
+
+def test_predict_rejects_missing_input(tmp_path, capsys):
+    assert "no such file" in predict_error(tmp_path, capsys, source=tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize("line, why", [
+    ('{"text": "Bob is here."', "invalid JSON"),
+    ('{"body": "Bob is here."}', 'string field "text"'),
+    ('{"text": 3}', 'string field "text"'),
+    ('["Bob is here."]', 'string field "text"'),
+])
+def test_predict_rejects_malformed_jsonl_line(tmp_path, capsys, line, why):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Alice works in Paris."}\n' + line + "\n")
+    err = predict_error(tmp_path, capsys, source=source)
+    assert f"{source}, line 2: " in err and why in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("labels, why", [
+    ("person,,location", "item 2 of 'person,,location' is empty"),
+    ("person,", "item 2 of 'person,' is empty"),
+    (" ", "item 1"),
+    ("person, person", "'person' is listed twice"),
+    ('{"PER": ', "not a valid JSON object"),
+    ('{"PER": 3}', "labels must be strings"),
+])
+def test_predict_rejects_bad_labels(tmp_path, capsys, labels, why):
+    assert why in predict_error(tmp_path, capsys, labels=labels)
+
+
+def test_predict_rejects_empty_relation_item(tmp_path, capsys):
+    assert "--relations: item 2" in predict_error(tmp_path, capsys, "--relations", "works at,")
+
+
+def test_predict_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_text("keep me\n")
+    assert "pass --overwrite" in predict_error(tmp_path, capsys)
+    assert out.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("extra", [["--chunk-size", "0"], ["--batch-size", "-1"], ["--threshold", "1.5"]])
+def test_predict_rejects_bad_numbers(tmp_path, capsys, extra):
+    assert "must be" in predict_error(tmp_path, capsys, *extra)
+
+
+def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
+    """A failure in the middle of a corpus leaves neither the output nor a partial file."""
+    from relex_jax import inference
+
+    class Failing:
+        compiled_shapes: set = set()
+        calls = 0
+
+        def inference(self, texts, labels, relations=None, **settings):
+            Failing.calls += 1
+            if Failing.calls == 2:
+                raise RuntimeError("device lost")
+            return [[] for _ in texts], [[] for _ in texts]
+
+    monkeypatch.setattr(inference.RelexModel, "from_pretrained", classmethod(lambda cls, path: Failing()))
+    source = tmp_path / "in.txt"
+    source.write_text("one\ntwo\nthree\n")
+    with pytest.raises(RuntimeError, match="device lost"):
+        cli.main(["predict", "--model", "m", "--labels", "person", "--input", str(source),
+                  "--output", str(tmp_path / "out.jsonl"), "--chunk-size", "2"])
+    assert Failing.calls == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
