@@ -38,7 +38,7 @@ from relex_jax.modeling.relex import RelexModule, RelexOutput
 
 logger = logging.getLogger("relex_jax")
 
-MIN_ENTITY_CAP = 16
+MIN_ENTITY_CAP = 8  # smallest entity cap E of the relation stage (fewer distinct caps, fewer compiles)
 # Padded sizes the forward is compiled for; beyond the largest, multiples of it. Texts are
 # grouped by length, so token and word counts move together and few combinations occur.
 SHAPE_BUCKETS = {
@@ -65,9 +65,8 @@ class RelexModel:
     variables: Any  # {"params": ...} (+ "batch_stats" for the TuckER scorer)
     tokenizer: Any  # tokenizers.Tokenizer, or None when the directory has no tokenizer.json
     model_dir: Path
-    entity_cap: int = MIN_ENTITY_CAP  # grows (powers of two) when a batch needs more; never shrinks
     devices: Sequence[Any] | None = None  # batches are split over these (data parallel); None: all local
-    compiled_shapes: set = dataclasses.field(default_factory=set)  # input signatures compiled so far
+    compiled_shapes: set = dataclasses.field(default_factory=set)  # (input shapes, entity cap) pairs seen
 
     def __post_init__(self):
         self.devices = tuple(self.devices or jax.local_devices())
@@ -96,8 +95,12 @@ class RelexModel:
         return cls(config, module, variables, _load_tokenizer(model_dir), Path(model_dir), devices=devices)
 
     @functools.cached_property
-    def _forward(self):
-        return jax.jit(self.module.apply, static_argnames=("max_entities", "deterministic", "materialize"))
+    def _stages(self):
+        """The two jitted stages: span scoring, then relations under a static entity cap."""
+        score = jax.jit(functools.partial(self.module.apply, method=RelexModule.score_spans))
+        relate = jax.jit(functools.partial(self.module.apply, method=RelexModule.relate),
+                         static_argnames=("max_entities",))
+        return score, relate
 
     def forward(
         self, inputs: tuple, threshold: float, max_entities: int | None = None, adjacency_threshold: float | None = None
@@ -105,36 +108,32 @@ class RelexModel:
         """Run the model on prepared inputs (the positional arguments of `RelexModule`, without
         the thresholds), rows split over `devices`, whose count must divide the batch.
 
-        With `max_entities=None` the entity cap is the model's `entity_cap`, raised to the next
-        power of two whenever a row has more passing spans than it (and remembered, so later
-        batches do not pay for a retry), so nothing is cut; a pinned `max_entities` that turns
-        out too small raises instead."""
+        The entity cap E is sized per batch from the span stage's counts (the next power of
+        two, at least `MIN_ENTITY_CAP`), so nothing is cut and texts with few entities do not
+        pay for a large pair grid; a pinned `max_entities` too small for the batch raises."""
         rows = len(inputs[0])
         if rows % len(self.devices):
             raise ValueError(f"a batch of {rows} rows cannot be split evenly over {len(self.devices)} devices")
         inputs = jax.device_put(tuple(inputs), self._rows)
-        thresholds = (np.float32(threshold), None if adjacency_threshold is None else np.float32(adjacency_threshold))
-        cap = max_entities or self.entity_cap
-        while True:
-            signature = (tuple(x.shape for x in inputs), cap)
-            new_shape = signature not in self.compiled_shapes
-            start = time.perf_counter()
-            out = self._forward(self.variables, *inputs, *thresholds, max_entities=cap)
-            needed = int(np.asarray(out.entity_count).max(initial=0))
-            if new_shape:
-                self.compiled_shapes.add(signature)
-                logger.debug("compiled the forward for shapes %s (compile + run %.2f s; %d shapes so far)",
-                             signature, time.perf_counter() - start, len(self.compiled_shapes))
-            if needed <= cap:
-                if max_entities is None:
-                    self.entity_cap = cap
-                return out
-            if max_entities is not None:
-                raise ValueError(
-                    f"{needed} spans passed threshold {threshold} in one text, more than max_entities={max_entities}; "
-                    "raise max_entities or the threshold, or pass max_entities=None to size it automatically"
-                )
-            cap = 1 << (needed - 1).bit_length()
+        score, relate = self._stages
+        start = time.perf_counter()
+        scores = score(self.variables, *inputs, np.float32(threshold))
+        needed = int(np.asarray(scores.entity_count).max(initial=0))
+        if max_entities is not None and needed > max_entities:
+            raise ValueError(
+                f"{needed} spans passed threshold {threshold} in one text, more than max_entities={max_entities}; "
+                "raise max_entities or the threshold, or pass max_entities=None to size it automatically"
+            )
+        cap = max_entities or max(MIN_ENTITY_CAP, 1 << max(needed - 1, 0).bit_length())
+        edge = None if adjacency_threshold is None else np.float32(adjacency_threshold)
+        span_mask, entity_prompt_mask = inputs[4], inputs[6]
+        out = relate(self.variables, scores, span_mask, entity_prompt_mask, np.float32(threshold), edge, max_entities=cap)
+        signature = (tuple(x.shape for x in inputs), cap)
+        if signature not in self.compiled_shapes:
+            self.compiled_shapes.add(signature)
+            logger.debug("new forward shapes %s (compile + run %.2f s; %d so far)", signature,
+                         time.perf_counter() - start, len(self.compiled_shapes))
+        return out
 
     def inference(
         self,

@@ -15,21 +15,26 @@ import jax
 import jax.numpy as jnp
 
 
+def passing_spans(entity_logits, span_mask, class_mask, threshold):
+    """(B, W, K): in-text spans whose best real-class probability exceeds `threshold`.
+
+    Deviation from gliner: padded class slots (per-text label sets of different sizes) are not
+    allowed to select a span; gliner lets their non-zero logits do so.
+    """
+    probs = jnp.where(class_mask[:, None, None, :], jax.nn.sigmoid(entity_logits.astype(jnp.float32)), 0.0)
+    return (probs.max(-1) > threshold) & span_mask
+
+
 def select_entities(entity_logits, span_mask, class_mask, threshold, max_entities: int):
-    """Spans whose best class probability exceeds `threshold`, packed in gliner's order.
+    """Spans that pass (`passing_spans`), packed in gliner's order.
 
     entity_logits (B, W, K, C), span_mask (B, W, K), class_mask (B, C). Returns the flat span
     indices l*K+k (B, E) in increasing order (gliner's (start, width) order), their mask (B, E)
     and the number of spans that passed per row (B,): a count above E means the cap cut the
     selection and the caller must retry with a larger one.
-
-    Deviation from gliner: padded class slots (per-text label sets of different sizes) are not
-    allowed to select a span; gliner lets their non-zero logits do so.
     """
     batch = entity_logits.shape[0]
-    probs = jnp.where(class_mask[:, None, None, :], jax.nn.sigmoid(entity_logits.astype(jnp.float32)), 0.0)
-    keep = (probs.max(-1) > threshold) & span_mask
-    keep = keep.reshape(batch, -1)
+    keep = passing_spans(entity_logits, span_mask, class_mask, threshold).reshape(batch, -1)
     count = keep.sum(-1)
     index = jax.vmap(lambda row: jnp.nonzero(row, size=max_entities, fill_value=0)[0])(keep)
     mask = jnp.arange(max_entities)[None, :] < count[:, None]

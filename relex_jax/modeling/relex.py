@@ -21,7 +21,13 @@ from relex_jax.modeling.adjacency import AdjacencyHead
 from relex_jax.modeling.deberta import DebertaV2Model
 from relex_jax.modeling.layers import BiLSTM
 from relex_jax.modeling.mlp import Linear, ProjectionMLP
-from relex_jax.modeling.relations import all_pairs_mask, pair_representations, relation_logits, select_entities
+from relex_jax.modeling.relations import (
+    all_pairs_mask,
+    pair_representations,
+    passing_spans,
+    relation_logits,
+    select_entities,
+)
 from relex_jax.modeling.spans import SpanMarkerV0
 from relex_jax.modeling.triples import TripleScorer
 
@@ -41,6 +47,17 @@ class RelexOutput:
     adjacency: jax.Array | None = None  # (B, E, E) edge probabilities, with an adjacency head
     span_rep: jax.Array | None = None  # (B, W, K, D), only with materialize=True
     pair_rep: jax.Array | None = None  # (B, E, E, D), only with materialize=True and the pair MLP
+
+
+@flax.struct.dataclass
+class SpanScores:
+    """What the relation stage needs from the span stage (`RelexModule.score_spans`)."""
+
+    entity_logits: jax.Array  # (B, W, K, C)
+    entity_count: jax.Array  # (B,) spans that pass the threshold: the cap E the relation stage needs
+    span_hidden: jax.Array  # (B, W, K, 4D) the span MLP's hidden activations
+    relation_prompts: jax.Array  # (B, R, D) unprojected
+    words: jax.Array  # (B, W, D) word vectors (after the BiLSTM)
 
 
 class LayersFuser(nn.Module):
@@ -96,9 +113,10 @@ def gather_prompts(tokens, prompt_index, prompt_mask):
 
 
 class RelexModule(nn.Module):
-    """The span relex model. At most `max_entities` selected spans per text take part in
-    relations: when `entity_count` exceeds it, the selection was cut and the caller must rerun
-    with a larger cap (`RelexModel.forward` does this itself)."""
+    """The span relex model, in two stages: `score_spans` (encoder to entity logits, and how many
+    spans pass per text) and `relate` (at most `max_entities` selected spans per text, all their
+    pairs). When `entity_count` exceeds the cap, the selection was cut: callers that run the
+    stages separately (`RelexModel.forward`) size the cap from the first stage's count."""
 
     config: RelexConfig
     dtype: Dtype = jnp.float32
@@ -136,7 +154,7 @@ class RelexModule(nn.Module):
             tokens = self.projection(tokens)
         return tokens
 
-    def __call__(
+    def score_spans(
         self,
         input_ids,  # (B, T)
         attention_mask,  # (B, T)
@@ -148,11 +166,10 @@ class RelexModule(nn.Module):
         relation_prompt_index,  # (B, R)
         relation_prompt_mask,  # (B, R)
         threshold,  # scalar: entity probability a span needs to take part in relations
-        adjacency_threshold=None,  # scalar: edge probability a pair needs (adjacency heads); default threshold
-        max_entities: int = 32,  # static cap E on selected entities per row
         deterministic: bool = True,
-        materialize: bool = False,
-    ) -> RelexOutput:
+    ) -> SpanScores:
+        """First stage: encoder, word and prompt vectors, entity logits, and how many spans per
+        text pass `threshold` (what the relation stage's cap E must hold)."""
         num_words = span_mask.shape[1]
         tokens = self.encode(input_ids, attention_mask, deterministic)
         entity_prompts = self.prompt_rep(gather_prompts(tokens, entity_prompt_index, entity_prompt_mask), deterministic)
@@ -165,30 +182,69 @@ class RelexModule(nn.Module):
         span_hidden = self.span_rep.hidden(words, span_mask, deterministic)  # (B, W, K, 4D)
         folded, offset = self.span_rep.out_project.fold_output(entity_prompts)
         entity_logits = jnp.einsum("bwkh,bhc->bwkc", span_hidden, folded) + offset[:, None, None, :]
+        count = passing_spans(entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold).sum((1, 2))
+        return SpanScores(entity_logits, count, span_hidden, relation_prompts, words)
 
+    def relate(
+        self,
+        scores: SpanScores,
+        span_mask,  # (B, W, K)
+        entity_prompt_mask,  # (B, C)
+        threshold,
+        adjacency_threshold=None,  # scalar: edge probability a pair needs (adjacency heads); default threshold
+        max_entities: int = 32,  # static cap E on selected entities per row
+        deterministic: bool = True,
+    ) -> RelexOutput:
+        """Second stage: select the passing spans into the cap E, score every ordered pair."""
         index, entity_mask, count = select_entities(
-            entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities
+            scores.entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities
         )
+        span_hidden = scores.span_hidden
         flat_hidden = span_hidden.reshape(span_hidden.shape[0], -1, span_hidden.shape[-1])
         selected = jnp.take_along_axis(flat_hidden, index[..., None], axis=1)  # (B, E, 4D)
         entities = self.span_rep.out_project.output(selected) * entity_mask[..., None].astype(selected.dtype)
         pair_mask = all_pairs_mask(entity_mask)
-        extras = {}
+        adjacency = None
         if self.config.has_adjacency_head:
             adjacency = self.adjacency(entities, entity_mask, deterministic)
             edge_threshold = threshold if adjacency_threshold is None else adjacency_threshold
             pair_mask &= adjacency > edge_threshold
-            extras["adjacency"] = adjacency
         if self.config.triples_layer is None:
-            rel_logits = relation_logits(self.pair_rep, entities, relation_prompts, deterministic)
+            rel_logits = relation_logits(self.pair_rep, entities, scores.relation_prompts, deterministic)
         else:
-            rel_logits = self.triples(entities, relation_prompts, entities, deterministic)
+            rel_logits = self.triples(entities, scores.relation_prompts, entities, deterministic)
+        return RelexOutput(scores.entity_logits, index, entity_mask, count, entities, pair_mask, rel_logits, adjacency)
 
+    def __call__(
+        self,
+        input_ids,
+        attention_mask,
+        words_mask,
+        text_lengths,
+        span_mask,
+        entity_prompt_index,
+        entity_prompt_mask,
+        relation_prompt_index,
+        relation_prompt_mask,
+        threshold,
+        adjacency_threshold=None,
+        max_entities: int = 32,
+        deterministic: bool = True,
+        materialize: bool = False,
+    ) -> RelexOutput:
+        """Both stages in one call (arguments as `score_spans` and `relate`). `materialize` also
+        returns gliner's full span (and pair) representations, for tests and inspection."""
+        scores = self.score_spans(
+            input_ids, attention_mask, words_mask, text_lengths, span_mask, entity_prompt_index,
+            entity_prompt_mask, relation_prompt_index, relation_prompt_mask, threshold, deterministic,
+        )
+        out = self.relate(scores, span_mask, entity_prompt_mask, threshold, adjacency_threshold, max_entities,
+                          deterministic)
         if materialize:
-            extras["span_rep"] = self.span_rep(words, span_mask, deterministic)
+            out = out.replace(span_rep=self.span_rep(scores.words, span_mask, deterministic))
             if self.config.triples_layer is None:
-                extras["pair_rep"] = pair_representations(self.pair_rep, entities, deterministic)
-        return RelexOutput(entity_logits, index, entity_mask, count, entities, pair_mask, rel_logits, **extras)
+                out = out.replace(pair_rep=pair_representations(self.pair_rep, out.entities, deterministic))
+        return out
 
 
 def example_inputs(config: RelexConfig, batch: int = 1, tokens: int = 8, words: int = 2, prompts: int = 1):
