@@ -1,0 +1,1 @@
+"""Training: losses (and, to come, optimiser, sharding and the train loop)."""
