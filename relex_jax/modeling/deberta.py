@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from relex_jax.modeling.activations import get_activation
+from relex_jax.modeling.precision import einsum_f32
 
 Dtype = Any
 
@@ -304,9 +305,7 @@ class DisentangledSelfAttention(DebertaModule):
         value = split_heads(projection("value_proj")(hidden))
 
         scale = np.sqrt(np.float32(head_size) * cfg.scale_factor).astype(np.float32)
-        scores = jnp.einsum(
-            "bhqd,bhkd->bhqk", query, key / jnp.asarray(scale, key.dtype), preferred_element_type=jnp.float32
-        )
+        scores = einsum_f32("bhqd,bhkd->bhqk", query, key / jnp.asarray(scale, key.dtype))
 
         if cfg.relative_attention and cfg.pos_att_type:
             rel = nn.Dropout(cfg.hidden_dropout_prob)(rel_embeddings, deterministic=deterministic)
@@ -317,12 +316,12 @@ class DisentangledSelfAttention(DebertaModule):
             if "c2p" in cfg.pos_att_type:
                 pos_key_proj = key_proj if cfg.share_att_key else projection("pos_key_proj")
                 pos_key = split_heads(pos_key_proj(rel[jnp.asarray(c2p_rows)]))  # (h, 2T-1, d)
-                c2p = jnp.einsum("bhqd,hrd->bhqr", query, pos_key, preferred_element_type=jnp.float32)
+                c2p = einsum_f32("bhqd,hrd->bhqr", query, pos_key)
                 scores = scores + shift_relative_to_absolute(c2p) / scale
             if "p2c" in cfg.pos_att_type:
                 pos_query_proj = query_proj if cfg.share_att_key else projection("pos_query_proj")
                 pos_query = split_heads(pos_query_proj(rel[jnp.asarray(p2c_rows)]))
-                p2c = jnp.einsum("bhkd,hrd->bhkr", key, pos_query, preferred_element_type=jnp.float32)
+                p2c = einsum_f32("bhkd,hrd->bhkr", key, pos_query)
                 scores = scores + jnp.swapaxes(shift_relative_to_absolute(p2c), -1, -2) / scale
 
         scores = jnp.where(pair_mask, scores, jnp.finfo(jnp.float32).min)

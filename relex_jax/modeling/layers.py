@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from relex_jax.modeling.precision import einsum_f32
+
 Dtype = Any
 
 
@@ -89,13 +91,13 @@ class BiLSTMLayer(nn.Module):
 
         # Both directions see their real words as a prefix, so padded steps never reach a real output.
         xs = jnp.stack([x, reverse_within_length(x, reversal)]).astype(dt)  # (2, B, W, D)
-        gates_x = jnp.einsum("nbwd,ndg->wnbg", xs, w_ih.astype(dt), preferred_element_type=f32)
+        gates_x = einsum_f32("nbwd,ndg->wnbg", xs, w_ih.astype(dt))
         gates_x = gates_x + (b_ih + b_hh).astype(f32)[None, :, None, :]
 
         # State and gate nonlinearities stay float32: the recurrence accumulates over W steps.
         def step(carry, gx):
             h, c = carry
-            gates = gx + jnp.einsum("nbh,nhg->nbg", h.astype(dt), w_hh.astype(dt), preferred_element_type=f32)
+            gates = gx + einsum_f32("nbh,nhg->nbg", h.astype(dt), w_hh.astype(dt))
             i, f, g, o = jnp.split(gates, 4, axis=-1)
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
             h = jax.nn.sigmoid(o) * jnp.tanh(c)

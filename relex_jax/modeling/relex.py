@@ -194,11 +194,27 @@ class RelexModule(nn.Module):
         adjacency_threshold=None,  # scalar: edge probability a pair needs (adjacency heads); default threshold
         max_entities: int = 32,  # static cap E on selected entities per row
         deterministic: bool = True,
+        entity_index=None,  # (B, E) gold flat span indices l*K+k (training); replaces the selection
+        entity_mask=None,  # (B, E) with entity_index
+        gold_pair_mask=None,  # (B, E, E) training pairs; replaces the all-pairs / adjacency choice
     ) -> RelexOutput:
-        """Second stage: select the passing spans into the cap E, score every ordered pair."""
-        index, entity_mask, count = select_entities(
-            scores.entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities
-        )
+        """Second stage: select the passing spans into the cap E, score every ordered pair.
+
+        Training (gliner with labels, spec §7, §8.2) passes the gold entities (`entity_index`,
+        `entity_mask`, then E = their width and `max_entities`, `threshold` are unused) and the
+        gold pairs (`gold_pair_mask`: with an adjacency head the gold adjacency off the diagonal;
+        otherwise all pairs). The adjacency head still runs, on the gold entities: its output is
+        what the adjacency loss scores.
+        """
+        if entity_index is None:
+            index, entity_mask, count = select_entities(
+                scores.entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities
+            )
+        else:
+            if entity_mask is None:
+                raise ValueError("entity_index needs entity_mask")
+            index, entity_mask = entity_index.astype(jnp.int32), entity_mask.astype(bool)
+            count = entity_mask.sum(-1)
         span_hidden = scores.span_hidden
         flat_hidden = span_hidden.reshape(span_hidden.shape[0], -1, span_hidden.shape[-1])
         selected = jnp.take_along_axis(flat_hidden, index[..., None], axis=1)  # (B, E, 4D)
@@ -207,8 +223,11 @@ class RelexModule(nn.Module):
         adjacency = None
         if self.config.has_adjacency_head:
             adjacency = self.adjacency(entities, entity_mask, deterministic)
-            edge_threshold = threshold if adjacency_threshold is None else adjacency_threshold
-            pair_mask &= adjacency > edge_threshold
+            if gold_pair_mask is None:
+                edge_threshold = threshold if adjacency_threshold is None else adjacency_threshold
+                pair_mask &= adjacency > edge_threshold
+        if gold_pair_mask is not None:
+            pair_mask &= gold_pair_mask.astype(bool)
         if self.config.triples_layer is None:
             rel_logits = relation_logits(self.pair_rep, entities, scores.relation_prompts, deterministic)
         else:
@@ -245,6 +264,34 @@ class RelexModule(nn.Module):
             if self.config.triples_layer is None:
                 out = out.replace(pair_rep=pair_representations(self.pair_rep, out.entities, deterministic))
         return out
+
+    def train_outputs(
+        self,
+        input_ids,
+        attention_mask,
+        words_mask,
+        text_lengths,
+        span_mask,
+        entity_prompt_index,
+        entity_prompt_mask,
+        relation_prompt_index,
+        relation_prompt_mask,
+        entity_index,  # (B, E) gold entities (TrainingBatch.entity_index)
+        entity_mask,  # (B, E)
+        gold_pair_mask,  # (B, E, E) TrainingBatch.pair_mask
+        deterministic: bool = True,
+    ) -> RelexOutput:
+        """The training forward (gliner's forward with labels): entities are the gold spans,
+        pairs the gold pairs, adjacency (with a head) predicted on the gold entities. Dropout is
+        on with `deterministic=False` and an rng named "dropout"."""
+        scores = self.score_spans(
+            input_ids, attention_mask, words_mask, text_lengths, span_mask, entity_prompt_index,
+            entity_prompt_mask, relation_prompt_index, relation_prompt_mask, jnp.float32(0.5), deterministic,
+        )  # the threshold only feeds `entity_count`, which training ignores
+        return self.relate(
+            scores, span_mask, entity_prompt_mask, jnp.float32(0.5), None, entity_index.shape[1], deterministic,
+            entity_index=entity_index, entity_mask=entity_mask, gold_pair_mask=gold_pair_mask,
+        )
 
 
 def example_inputs(config: RelexConfig, batch: int = 1, tokens: int = 8, words: int = 2, prompts: int = 1):

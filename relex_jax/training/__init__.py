@@ -1,1 +1,2 @@
-"""Training: losses (and, to come, optimiser, sharding and the train loop)."""
+"""Training: losses (`losses`), the optimiser (`optim`) and the train step (`step`); sharding and the
+train loop to come."""

@@ -66,6 +66,18 @@ class LossConfig:
         if self.masking not in MASKINGS:
             raise ValueError(f"masking={self.masking!r}; supported: {', '.join(MASKINGS)}")
 
+    @classmethod
+    def from_relex_config(cls, config, **trainer_settings) -> "LossConfig":
+        """The model's loss coefficients (`span_loss_coef`, `adjacency_loss_coef`,
+        `relation_loss_coef`, kept in `RelexConfig.extra` from gliner_config.json) plus the trainer's
+        loss settings (`focal_loss_alpha`, `loss_reduction`, ...)."""
+        coefficients = {
+            name: float(config.extra[name])
+            for name in ("span_loss_coef", "adjacency_loss_coef", "relation_loss_coef")
+            if name in config.extra
+        }
+        return cls(**{**coefficients, **trainer_settings})
+
     @property
     def relation_alpha(self) -> float:
         """Alpha of the adjacency and relation losses (the trainer's fallback to the entity one)."""
