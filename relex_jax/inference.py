@@ -1,5 +1,6 @@
 """`RelexModel`: a loaded model (config, Flax module, variables, tokenizer), its jitted forward,
-and gliner's inference API on top of it (`inference`, `predict_entities`, `predict_relations`).
+and gliner's inference API on top of it (`inference`, `predict_entities`, `predict_relations`),
+plus `inference_words` for texts already split into words (results in word positions).
 
 Texts go through the host-side processor (`relex_jax.data`), the jitted forward (sharded over
 the local devices, data parallel) and the host-side decoder (`relex_jax.decoding`). Batches are
@@ -56,6 +57,24 @@ class _Piece(NamedTuple):
     text: int  # index into the caller's texts
     offset: int  # word position of words[0] in the text
     words: list[str]
+
+
+class WordEntity(NamedTuple):
+    """An entity found by `RelexModel.inference_words`, in the text's word positions."""
+
+    start: int  # first word (inclusive)
+    end: int  # last word (inclusive)
+    label: str
+    score: float
+
+
+class WordRelation(NamedTuple):
+    """A relation found by `RelexModel.inference_words`; head / tail index the text's entities."""
+
+    head: int
+    tail: int
+    label: str
+    score: float
 
 
 @dataclasses.dataclass
@@ -179,44 +198,77 @@ class RelexModel:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
-        entity_sets = normalize_labels(labels, len(texts), "labels")
-        relation_sets = normalize_labels(relations, len(texts), "relations", required=False)
-        for name, value in (("threshold", threshold), ("adjacency_threshold", adjacency_threshold),
-                            ("relation_threshold", relation_threshold)):
-            if value is not None and not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        relation_threshold = threshold if relation_threshold is None else relation_threshold
-        if self.tokenizer is None:
-            raise ValueError(f"{self.model_dir} has no tokenizer.json, so raw texts cannot be tokenized")
-
         splits = [split_words(text) for text in texts]
-        for i, (words, _, _) in enumerate(splits):
-            if words and not entity_sets[i].prompts:
-                raise ValueError(f"text {i} has no entity labels: name at least one type to extract")
-        pieces = self._pieces([s[0] for s in splits], long_texts, window_size, window_stride)
-        results: list[list[tuple[list[EntitySpan], list[Relation]]]] = [[] for _ in texts]
-        order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].words))
-        for chunk in range(0, len(order), batch_size):
-            batch = [pieces[i] for i in order[chunk : chunk + batch_size]]
-            decoded = self._run(batch, entity_sets, relation_sets, threshold, adjacency_threshold,
-                                relation_threshold, flat_ner, multi_label, return_relations)
-            for piece, result in zip(batch, decoded):
-                results[piece.text].append(result)
-
+        results = self._extract(
+            [words for words, _, _ in splits], labels, relations, threshold, adjacency_threshold, relation_threshold,
+            flat_ner, multi_label, batch_size, return_relations, long_texts, window_size, window_stride,
+        )
         all_entities, all_relations = [], []
-        for i, (text, (_, starts, ends)) in enumerate(zip(texts, splits)):
-            if not results[i]:
-                spans, rels = [], []
-            elif len(results[i]) == 1:
-                spans, rels = results[i][0]
-            else:
-                spans, rels = merge_windows(results[i], flat_ner, multi_label, relation_sets[i].names)
+        for text, (_, starts, ends), (spans, rels) in zip(texts, splits, results):
             entities = entities_to_dicts(spans, text, starts, ends)
             all_entities.append(entities)
             all_relations.append(relations_to_dicts(rels, entities))
         return (all_entities, all_relations) if return_relations else all_entities
+
+    def inference_words(
+        self,
+        words: Sequence[Sequence[str]],
+        labels,
+        relations=None,
+        threshold: float = 0.5,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+        flat_ner: bool = True,
+        multi_label: bool = False,
+        batch_size: int = 8,
+        *,
+        long_texts: str = "window",
+        window_size: int | None = None,
+        window_stride: int | None = None,
+    ) -> tuple[list[list[WordEntity]], list[list[WordRelation]]]:
+        """`inference` on texts already split into words (a dataset's own tokens), in word positions.
+
+        The words go to the model as given: nothing is re-split (the regex splitter of
+        `inference` would cut e.g. "U.S." into three words). Each word must be a non-blank
+        string that the tokenizer turns into at least one token (a word without tokens would
+        shift the positions of every later word, as in gliner, so it is refused).
+
+        Args:
+            words: one sequence of words (list or tuple of strings) per text; a text with no
+                words gives no entities. A single text is `[words]`, not `words`.
+            labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner,
+            multi_label, batch_size, long_texts, window_size, window_stride: as `inference`
+                (windows and truncation count these words).
+
+        Returns:
+            (entities, relations), one list per text:
+            entities: `WordEntity(start, end, label, score)`, `start` / `end` the first and last
+                word (inclusive), sorted by start as `inference`'s dicts;
+            relations: `WordRelation(head, tail, label, score)`, `head` / `tail` indexing that
+                text's entity list, in `inference`'s order. Scores and order equal `inference`'s
+                on the same words.
+        """
+        if isinstance(words, (str, bytes)):
+            raise TypeError("words must hold one list of words per text, got a string")
+        texts = []
+        for i, text_words in enumerate(words):
+            if not isinstance(text_words, (list, tuple)):
+                raise TypeError(f"text {i} is a {type(text_words).__name__}, not a list or tuple of words "
+                                "(one text is passed as [words])")
+            for j, word in enumerate(text_words):
+                if not isinstance(word, str):
+                    raise TypeError(f"text {i}: word {j} is a {type(word).__name__} ({word!r}), not a string")
+                if not word.strip():
+                    raise ValueError(f"text {i}: word {j} ({word!r}) is empty or whitespace; every word needs a token")
+            texts.append(list(text_words))
+        self._check_words_tokenize(texts)
+        results = self._extract(
+            texts, labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label,
+            batch_size, True, long_texts, window_size, window_stride,
+        )
+        entities = [[WordEntity(s.start, s.end, s.label, s.score) for s in spans] for spans, _ in results]
+        rels = [[WordRelation(r.head, r.tail, r.label, r.score) for r in text_rels] for _, text_rels in results]
+        return entities, rels
 
     def predict_entities(self, text: str, labels, relations=None, flat_ner: bool = True, threshold: float = 0.5,
                          adjacency_threshold: float | None = None, multi_label: bool = False, **kwargs):
@@ -232,6 +284,60 @@ class RelexModel:
         entities, rels = self.inference([text], labels, relations, threshold, adjacency_threshold,
                                         relation_threshold, flat_ner, multi_label, **kwargs)
         return entities[0], rels[0]
+
+    def _extract(self, words: list[list[str]], labels, relations, threshold, adjacency_threshold,
+                 relation_threshold, flat_ner, multi_label, batch_size, return_relations, long_texts,
+                 window_size, window_stride) -> list[tuple[list[EntitySpan], list[Relation]]]:
+        """The shared path of `inference` and `inference_words`: validate labels and settings,
+        cut texts into pieces, batch them by length, forward, decode, merge windows. Returns per
+        text its decoded spans (text word positions) and relations ([] for a text with no words)."""
+        entity_sets = normalize_labels(labels, len(words), "labels")
+        relation_sets = normalize_labels(relations, len(words), "relations", required=False)
+        for name, value in (("threshold", threshold), ("adjacency_threshold", adjacency_threshold),
+                            ("relation_threshold", relation_threshold)):
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        relation_threshold = threshold if relation_threshold is None else relation_threshold
+        if self.tokenizer is None:
+            raise ValueError(f"{self.model_dir} has no tokenizer.json, so texts cannot be tokenized")
+        for i, text_words in enumerate(words):
+            if text_words and not entity_sets[i].prompts:
+                raise ValueError(f"text {i} has no entity labels: name at least one type to extract")
+
+        pieces = self._pieces(words, long_texts, window_size, window_stride)
+        results: list[list[tuple[list[EntitySpan], list[Relation]]]] = [[] for _ in words]
+        order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].words))
+        for chunk in range(0, len(order), batch_size):
+            batch = [pieces[i] for i in order[chunk : chunk + batch_size]]
+            decoded = self._run(batch, entity_sets, relation_sets, threshold, adjacency_threshold,
+                                relation_threshold, flat_ner, multi_label, return_relations)
+            for piece, result in zip(batch, decoded):
+                results[piece.text].append(result)
+        merged = []
+        for i, windows in enumerate(results):
+            if not windows:
+                merged.append(([], []))
+            elif len(windows) == 1:
+                merged.append(windows[0])
+            else:
+                merged.append(merge_windows(windows, flat_ner, multi_label, relation_sets[i].names))
+        return merged
+
+    def _check_words_tokenize(self, words: list[list[str]]) -> None:
+        """Refuse a word the tokenizer maps to no tokens (it would shift every later word)."""
+        if self.tokenizer is None:
+            return  # `_extract` says why nothing can be tokenized
+        distinct = list(dict.fromkeys(w for text_words in words for w in text_words))
+        encodings = self.tokenizer.encode_batch([[w] for w in distinct], is_pretokenized=True, add_special_tokens=False)
+        empty = {w for w, e in zip(distinct, encodings) if not e.ids}
+        if empty:
+            i, j = next((i, j) for i, text_words in enumerate(words) for j, w in enumerate(text_words) if w in empty)
+            raise ValueError(
+                f"text {i}: word {j} ({words[i][j]!r}) has no tokens in this tokenizer, which would shift every "
+                f"later word; drop or replace it ({len(empty)} such distinct words in all)"
+            )
 
     def _pieces(self, words: list[list[str]], long_texts: str, window_size: int | None,
                 window_stride: int | None) -> list[_Piece]:
