@@ -8,7 +8,8 @@ Subcommands so far:
               with --to-gliner
   predict     entities and relations for every line of a .txt or .jsonl corpus, streamed in
               chunks to a .jsonl file (one object per input line, written atomically)
-Training (`train`) and the quickstart land with later issues.
+  train       train or fine-tune from a YAML config (`configs/`), resumable (same as `python -m train`)
+The quickstart lands with a later issue.
 """
 
 from __future__ import annotations
@@ -234,6 +235,35 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def train(args: argparse.Namespace) -> int:
+    import logging
+
+    from relex_jax.training.config import load_config
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
+    try:
+        config = load_config(args.config, args.overrides)
+    except (OSError, ValueError) as err:
+        print(f"relex-jax train: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    from relex_jax.training.loop import train as run
+
+    try:
+        summary = run(config, args.workdir, resume=args.resume)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        print(f"relex-jax train: {err}", file=sys.stderr)
+        return 2
+    print(f"trained to step {summary['step']}: loss {summary['first_loss']:.4g} (first logged) -> "
+          f"{summary['last_loss']:.4g} (last); model in {summary['model_dir']}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relex-jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,7 +301,23 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--chunk-size", type=int, default=256,
                       help="input lines read, predicted and written at a time; bounds memory (default 256)")
     pred.set_defaults(func=predict)
+    tr = sub.add_parser("train", help="train from a YAML config (see configs/); resumable")
+    add_train_arguments(tr)
+    tr.set_defaults(func=train)
     return parser
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `relex-jax train` and `python -m train`."""
+    parser.add_argument("--config", help="YAML config (configs/*.yaml); omitted: all defaults")
+    parser.add_argument("--workdir", required=True,
+                        help="run directory: checkpoints/, metrics.jsonl, model/ (final), best_model/")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in --workdir (a fresh start if there is none)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                        help="config overrides, values parsed as YAML (optim.learning_rate=1e-4 mesh.fsdp=2)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,1 +1,1 @@
-"""`python -m train`: thin entry point for training (implemented by the training issue)."""
+"""`python -m train`: thin entry point for training (`relex_jax.training.loop`)."""

@@ -1,5 +1,7 @@
-"""Placeholder entry point: training is not implemented yet (tracked as the training issue)."""
+"""`python -m train --config configs/NAME.yaml --workdir DIR [--resume] [dotted.key=value ...]`."""
 
 import sys
 
-sys.exit("python -m train: training is not implemented yet in this version of relex-jax (see README, Status).")
+from relex_jax.cli import main
+
+sys.exit(main(["train", *sys.argv[1:]]))

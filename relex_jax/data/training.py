@@ -238,11 +238,17 @@ def _dicts(value, what: str, required: tuple[str, ...]) -> list:
     return value
 
 
-def _read(parsers: Iterable[Callable[[], Example]], path, on_error: str, errors: list | None) -> list[Example]:
+def _read(parsers: Iterable[Callable[[], Example]], path, on_error: str, errors: list | None,
+          shard: tuple[int, int] = (0, 1)) -> list[Example]:
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     examples, skipped = [], 0
-    for parse in parsers:
+    for number, parse in enumerate(parsers):
+        if number % count != index:  # another host's record: not even parsed
+            continue
         try:
             examples.append(parse())
         except MalformedRecord as bad:
@@ -257,9 +263,11 @@ def _read(parsers: Iterable[Callable[[], Example]], path, on_error: str, errors:
     return examples
 
 
-def read_gliner_json(path, on_error: Literal["skip", "raise"] = "raise", errors: list | None = None) -> list[Example]:
+def read_gliner_json(path, on_error: Literal["skip", "raise"] = "raise", errors: list | None = None,
+                     shard: tuple[int, int] = (0, 1)) -> list[Example]:
     """gliner's training JSON (one list of records). Problems name the file and the record's
-    index in the list; `errors`, if given, collects the messages of skipped records."""
+    index in the list; `errors`, if given, collects the messages of skipped records. `shard`
+    (index, count) keeps records index, index + count, ... (one host's share)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -273,7 +281,7 @@ def read_gliner_json(path, on_error: Literal["skip", "raise"] = "raise", errors:
             source = f"{path}: record {index}"
             yield lambda r=record, s=source: parse_gliner_record(r, s)
 
-    return _read(items(), path, on_error, errors)
+    return _read(items(), path, on_error, errors, shard)
 
 
 def read_jsonl(
@@ -281,9 +289,10 @@ def read_jsonl(
     on_error: Literal["skip", "raise"] = "raise",
     errors: list | None = None,
     metadata_keys: Iterable[str] = JSONL_METADATA_KEYS,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[Example]:
     """The ../shared/data JSON Lines format. Problems name the file and the 1-based line; blank
-    lines are ignored."""
+    lines are ignored (and not counted as records for `shard`, as `read_gliner_json`)."""
     path = Path(path)
     metadata_keys = tuple(metadata_keys)
 
@@ -301,17 +310,39 @@ def read_jsonl(
                     source = f"{path}: line {number}"
                     yield lambda l=line, s=source: parse_line(l, s)
 
-    return _read(items(), path, on_error, errors)
+    return _read(items(), path, on_error, errors, shard)
 
 
-def read_examples(path, on_error: Literal["skip", "raise"] = "raise", errors: list | None = None) -> list[Example]:
-    """`read_jsonl` for *.jsonl, `read_gliner_json` for *.json."""
+def read_hub_dataset(name: str, split: str = "train", on_error: Literal["skip", "raise"] = "raise",
+                     errors: list | None = None, shard: tuple[int, int] = (0, 1)) -> list[Example]:
+    """A Hugging Face hub dataset (`datasets.load_dataset(name, split=split)`, network needed) whose
+    records are in gliner's training format or the ../shared/data format (told apart by their keys)."""
+    import datasets
+
+    data = datasets.load_dataset(name, split=split)
+    parse = parse_gliner_record if "tokenized_text" in data.column_names else parse_jsonl_record
+
+    def items():
+        for index, record in enumerate(data):
+            yield lambda r=record, s=f"{name}[{split}]: record {index}": parse(r, s)
+
+    return _read(items(), name, on_error, errors, shard)
+
+
+def read_examples(path, on_error: Literal["skip", "raise"] = "raise", errors: list | None = None,
+                  shard: tuple[int, int] = (0, 1)) -> list[Example]:
+    """`read_jsonl` for *.jsonl, `read_gliner_json` for *.json, `read_hub_dataset` for
+    "hf:NAME[:SPLIT]"."""
+    text = str(path)
+    if text.startswith("hf:"):
+        name, _, split = text[3:].partition(":")
+        return read_hub_dataset(name, split or "train", on_error, errors, shard)
     suffix = Path(path).suffix
     if suffix == ".jsonl":
-        return read_jsonl(path, on_error, errors)
+        return read_jsonl(path, on_error, errors, shard=shard)
     if suffix == ".json":
-        return read_gliner_json(path, on_error, errors)
-    raise ValueError(f"{path}: unknown training data format (expected .json or .jsonl)")
+        return read_gliner_json(path, on_error, errors, shard)
+    raise ValueError(f"{path}: unknown training data format (expected .json, .jsonl or hf:NAME[:SPLIT])")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,419 @@
+"""The training run behind `python -m train` / `relex-jax train`.
+
+    DIR/checkpoints/     Orbax checkpoints (state, rng, data position), every N steps, newest K kept
+    DIR/metrics.jsonl    one JSON object per logged step ({"step", "loss", ...}) and per evaluation
+    DIR/tokenizer/       the tokenizer (with the prompt tokens) the run trains with
+    DIR/best_model/      relex-jax model directory of the best dev evaluation so far (with data.dev)
+    DIR/model/           the final relex-jax model directory (`RelexModel.from_pretrained(DIR/model)`)
+    DIR/tensorboard/     when tensorboardX (or torch's tensorboard) is installed
+    DIR/config.yaml      the resolved config of the run
+
+Steps are micro-steps (one `train_step` call, one global batch); with gradient accumulation the
+optimizer steps every `optim.gradient_accumulation_steps` of them, so a run has
+`optim.max_steps x gradient_accumulation_steps` micro-steps.
+
+Data order is a pure function of (seed, host, batch number): batch b of a host takes rows of the
+epoch permutation `default_rng([seed, host, epoch])` of that host's examples, and its collation
+draws from `random.Random` seeded with (seed, host, b). The checkpoint stores b, so `--resume`
+continues with exactly the batches an uninterrupted run would have seen. Each epoch's last
+`len(examples) % rows` examples (in that epoch's order) wait for a later epoch (a full batch keeps
+shapes static); the count is logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import yaml
+
+from relex_jax.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Shape buckets of training batches (powers of two and midpoints): few shapes, few compilations.
+TRAIN_BUCKETS = {
+    "tokens": (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
+    "words": (16, 32, 48, 64, 96, 128, 192, 256, 384, 512),
+    "entities": (4, 8, 16, 32, 64, 128),
+    "relations": (2, 4, 8, 16, 32, 64),
+    "gold_entities": (4, 8, 16, 32, 64),
+}
+# StepBatch fields -> the named dimension of each axis after the rows (for multi-host padding).
+_FIELD_DIMS = {
+    "input_ids": ("T",), "attention_mask": ("T",), "words_mask": ("T",), "text_lengths": (),
+    "span_mask": ("W", "K"), "entity_prompt_index": ("C",), "entity_prompt_mask": ("C",),
+    "relation_prompt_index": ("R",), "relation_prompt_mask": ("R",), "entity_labels": ("W", "K", "C"),
+    "entity_index": ("E",), "entity_mask": ("E",), "relation_labels": ("E", "E", "R"), "pair_mask": ("E", "E"),
+    "adjacency": ("E", "E"),
+}
+
+
+def read_source(source: str, seed: int, on_error: str, shard: tuple[int, int], errors: list | None = None):
+    """Examples of a data source string (see `DataConfig`)."""
+    from relex_jax.data.training import read_examples
+
+    if source.startswith("synthetic:"):
+        from relex_jax.data.synthetic import generate_examples
+
+        try:
+            _, split, count = source.split(":")
+            examples = generate_examples(int(count), seed=seed, split=split)
+        except ValueError as err:
+            raise ValueError(f"data source {source!r}: expected synthetic:SPLIT:N ({err})") from None
+        return examples[shard[0]:: shard[1]]
+    if not source.startswith("hf:") and not Path(source).expanduser().is_file():
+        raise FileNotFoundError(f"data file {source} does not exist")
+    return read_examples(source if source.startswith("hf:") else Path(source).expanduser(), on_error, errors, shard)
+
+
+@dataclasses.dataclass
+class BatchStream:
+    """This host's batches, indexed by batch number (see the module docstring)."""
+
+    examples: Sequence[Any]
+    rows: int
+    seed: int
+    host: int = 0
+
+    def __post_init__(self):
+        if len(self.examples) < self.rows:
+            raise ValueError(f"{len(self.examples)} training examples on this host, fewer than a batch of {self.rows}")
+        self.per_epoch = len(self.examples) // self.rows
+        self._epoch, self._order = -1, None
+
+    def position(self, batch_number: int) -> dict[str, int]:
+        return {"batches": batch_number, "examples": len(self.examples), "rows": self.rows, "seed": self.seed}
+
+    def check_position(self, state: dict[str, Any]) -> int:
+        """The batch number of a checkpoint's data state, after checking it fits this data."""
+        expected = self.position(int(state.get("batches", -1)))
+        if state != expected:
+            raise ValueError(
+                f"the checkpoint's data position {state} does not fit this run's data {expected}: the training "
+                "data, batch size, host count or seed changed since it was written"
+            )
+        return expected["batches"]
+
+    def batch(self, number: int) -> tuple[list[Any], random.Random, int]:
+        """(examples, collation rng, epoch) of batch `number`."""
+        epoch, index = divmod(number, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, self.host, epoch]).permutation(len(self.examples))
+        rows = self._order[index * self.rows: (index + 1) * self.rows]
+        return [self.examples[i] for i in rows], random.Random(f"{self.seed}/{self.host}/{number}"), epoch
+
+
+def pad_step_batch(batch, sizes: dict[str, int], pad_id: int):
+    """Pad every named dimension of a StepBatch to `sizes` (zeros / False; `pad_id` for token ids):
+    the same as collating with larger buckets."""
+    changes = {}
+    for name, dims in _FIELD_DIMS.items():
+        value = getattr(batch, name)
+        if value is None:
+            continue
+        widths = [(0, 0)] + [(0, sizes[d] - n) for d, n in zip(dims, value.shape[1:])]
+        fill = pad_id if name == "input_ids" else 0
+        changes[name] = np.pad(value, widths, constant_values=fill) if any(w for _, w in widths) else value
+    return batch.replace(**changes)
+
+
+def _dims(batch) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for name, dims in _FIELD_DIMS.items():
+        value = getattr(batch, name)
+        if value is not None:
+            sizes.update(zip(dims, value.shape[1:]))
+    return sizes
+
+
+def _agree_shapes(batch, pad_id: int):
+    """Multi-host: pad every host's rows to the largest shape any host collated this step."""
+    if jax.process_count() == 1:
+        return batch
+    from jax.experimental import multihost_utils
+
+    sizes = _dims(batch)
+    names = sorted(sizes)
+    largest = np.max(multihost_utils.process_allgather(np.asarray([sizes[n] for n in names])), axis=0)
+    return pad_step_batch(batch, dict(zip(names, map(int, largest))), pad_id)
+
+
+def _lookup(report: dict[str, Any], dotted: str) -> float:
+    node: Any = report
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"eval.best_metric {dotted!r} is not in the evaluation report")
+        node = node[part]
+    return float(node)
+
+
+class _Writers:
+    """metrics.jsonl (process 0) and optional TensorBoard."""
+
+    def __init__(self, workdir: Path, resume_step: int, tensorboard: bool):
+        self.path = workdir / "metrics.jsonl"
+        self.primary = jax.process_index() == 0
+        self.board = None
+        if not self.primary:
+            return
+        if self.path.exists():  # drop records past the step we resume from (they are redone)
+            keep = [line for line in self.path.read_text().splitlines() if line.strip()
+                    and json.loads(line).get("step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            os.replace(tmp, self.path)
+        if tensorboard:
+            self.board = _summary_writer(workdir / "tensorboard")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.primary:
+            return
+        with self.path.open("a") as out:
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.board is not None:
+            for key, value in _flatten(record).items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.board.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _summary_writer(path: Path):
+    for module in ("tensorboardX", "torch.utils.tensorboard"):
+        try:
+            return __import__(module, fromlist=["SummaryWriter"]).SummaryWriter(str(path))
+        except ImportError:
+            continue
+    log.info("TensorBoard logging off: neither tensorboardX nor torch's tensorboard is installed")
+    return None
+
+
+def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False, *, devices=None,
+          stop_at_step: int | None = None) -> dict[str, Any]:
+    """Run (or resume) a training run in `workdir`; returns a summary dict.
+
+    `devices`: the devices of the mesh (default all). `stop_at_step` ends the run right after that
+    micro-step without a final checkpoint or model, as if the process were killed there (tests of
+    resume, and time-boxed jobs that rely on the periodic checkpoints).
+    """
+    if config.distributed.initialize:
+        from relex_jax.training.sharding import initialize_distributed
+
+        dist = config.distributed
+        initialize_distributed(dist.coordinator_address, dist.num_processes, dist.process_id)
+
+    from relex_jax.checkpoint.convert import save_relex_dir
+    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.inference import RelexModel
+    from relex_jax.modeling.relex import RelexModule
+    from relex_jax.training.checkpoints import TrainCheckpoints
+    from relex_jax.training.init import initial_model
+    from relex_jax.training.losses import LossConfig
+    from relex_jax.training.optim import make_optimizer
+    from relex_jax.training.sharding import (
+        batch_rows_multiple, batch_sharding, global_batch, make_mesh, replicated, train_state_shardings,
+    )
+    from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    primary = jax.process_index() == 0
+    host, hosts = jax.process_index(), jax.process_count()
+    mesh = make_mesh(config.mesh, devices)
+    rows_multiple = batch_rows_multiple(mesh)
+    if config.data.batch_size % rows_multiple or config.data.batch_size % hosts:
+        raise ValueError(
+            f"data.batch_size={config.data.batch_size} must be a multiple of the data x fsdp devices ({rows_multiple}) "
+            f"and of the host count ({hosts})"
+        )
+
+    checkpoints = TrainCheckpoints(workdir, every_n_steps=config.checkpoint.every_n_steps, keep=config.checkpoint.keep,
+                                   async_save=config.checkpoint.async_save, config=config.to_dict())
+    latest = checkpoints.latest_step()
+    if latest is not None and not resume:
+        checkpoints.close()
+        raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}): pass --resume to "
+                              "continue that run, or choose a new --workdir")
+
+    errors: list[str] = []
+    train_examples = read_source(config.data.train, config.seed, config.data.on_error, (host, hosts), errors)
+    dev_examples = None  # read and evaluated on process 0 only
+    if config.data.dev and primary:
+        dev_examples = read_source(config.data.dev, config.seed, config.data.on_error, (0, 1))
+        if config.eval.max_examples:
+            dev_examples = dev_examples[: config.eval.max_examples]
+    if primary:
+        log.info("%d training examples on this host (%d hosts)%s", len(train_examples), hosts,
+                 f", {len(errors)} malformed skipped" if errors else "")
+
+    init = initial_model(config.model, jax.random.PRNGKey(config.seed), workdir,
+                         (ex.tokens for ex in train_examples))
+    relex_config = init.config
+    collate_config = CollateConfig.from_relex_config(relex_config, **config.data.collate)
+    loss_config = LossConfig.from_relex_config(relex_config, **config.loss)
+    optim = config.optim
+    optimizer = make_optimizer(optim)
+    module = training_module(relex_config, optim, remat=config.train.remat)
+    buckets = config.data.buckets or TRAIN_BUCKETS
+    pad_id = relex_config.encoder.pad_token_id
+
+    params_host = init.variables["params"]
+    batch_stats_host = init.variables.get("batch_stats", {})
+    abstract = jax.eval_shape(lambda p, s: create_train_state({"params": p, "batch_stats": s}, optimizer),
+                              params_host, batch_stats_host)
+    state_sharding = train_state_shardings(abstract, mesh)
+    rng = jax.random.key(config.seed)
+    stream = BatchStream(train_examples, config.data.batch_size // hosts, config.seed, host)
+    if latest is not None:
+        target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                        abstract, state_sharding)
+        state, rng, data_state = checkpoints.restore(target=target)
+        batch_number = stream.check_position(data_state)
+        log.info("resumed from step %d (%s)", latest, checkpoints.step_dir(latest))
+    else:
+        init_state = jax.jit(lambda p, s: create_train_state({"params": p, "batch_stats": s}, optimizer),
+                             out_shardings=state_sharding)
+        state = init_state(params_host, batch_stats_host)
+        batch_number = 0
+    del params_host, batch_stats_host
+    start_step = int(jax.device_get(state.step))
+
+    train_step = make_train_step(
+        module, loss_config, optim, optimizer=optimizer, dropout=config.train.dropout,
+        in_shardings=(state_sharding, batch_sharding(mesh), replicated(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)),
+    )
+
+    total_steps = optim.max_steps * optim.gradient_accumulation_steps
+    writers = _Writers(workdir, start_step, config.train.tensorboard)
+    if primary:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        log.info("mesh %s over %d devices; %d micro-steps (%d optimizer steps), global batch %d",
+                 dict(mesh.shape), mesh.size, total_steps, optim.max_steps, config.data.batch_size)
+        dropped = len(train_examples) % stream.rows
+        if dropped:
+            log.info("each epoch defers %d of %d examples to a later epoch (full batches only)", dropped,
+                     len(train_examples))
+
+    best = _read_best(workdir)
+
+    def evaluate(step: int) -> dict[str, Any] | None:
+        nonlocal best
+        if not config.data.dev:
+            return None
+        from relex_jax.evaluation import evaluate as evaluate_examples
+
+        variables = {"params": _host_tree(state.params)}
+        if state.batch_stats:
+            variables["batch_stats"] = _host_tree(state.batch_stats)
+        if not primary:
+            return None
+        model = RelexModel(relex_config, RelexModule(relex_config), variables, init.tokenizer,
+                           init.tokenizer_dir, devices=jax.local_devices())
+        report = evaluate_examples(model, dev_examples, threshold=config.eval.threshold,
+                                   batch_size=config.eval.batch_size)
+        value = _lookup(report, config.eval.best_metric)
+        writers.write({"step": step, "eval": report})
+        if best is None or value > best["value"]:
+            best = {"step": step, "metric": config.eval.best_metric, "value": value}
+            save_relex_dir(workdir / "best_model", relex_config, variables, init.tokenizer_dir, overwrite=True)
+            (workdir / "best.json").write_text(json.dumps(best, indent=2))
+        log.info("step %d: dev %s = %.4f (best %.4f at step %d)", step, config.eval.best_metric, value,
+                 best["value"], best["step"])
+        return report
+
+    progress = None
+    if primary and config.train.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, desc="train")
+    window: list[dict[str, Any]] = []
+    window_start = time.perf_counter()
+    first_loss = last_loss = None
+    step = start_step
+    try:
+        while step < total_steps:
+            examples, collate_rng, epoch = stream.batch(batch_number)
+            collated = collate(examples, init.tokenizer, collate_config, collate_rng, buckets=buckets)
+            local = _agree_shapes(StepBatch.from_training_batch(collated), pad_id)
+            state, metrics = train_step(state, global_batch(local, mesh), rng)
+            batch_number += 1
+            step += 1
+            window.append(metrics)
+            if progress is not None:
+                progress.update(1)
+            if step % config.train.log_every_n_steps == 0 or step == total_steps:
+                fetched = jax.device_get(window)
+                elapsed = time.perf_counter() - window_start
+                record = {"step": step, "epoch": epoch}
+                for key in fetched[-1]:
+                    values = [float(m[key]) for m in fetched]
+                    record[key] = values[-1] if key in ("learning_rate", "others_lr") else sum(values) / len(values)
+                record["examples_per_second"] = len(fetched) * config.data.batch_size / max(elapsed, 1e-9)
+                writers.write(record)
+                first_loss = record["loss"] if first_loss is None else first_loss
+                last_loss = record["loss"]
+                if progress is not None:
+                    progress.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{record['learning_rate']:.2e}",
+                                         ex_s=f"{record['examples_per_second']:.1f}")
+                window, window_start = [], time.perf_counter()
+                if not math.isfinite(record["loss"]):
+                    raise FloatingPointError(f"loss became {record['loss']} at step {step}; the last checkpoint "
+                                             "before it is intact (lower the learning rate and --resume)")
+            checkpoints.maybe_save(step, state, rng, stream.position(batch_number))
+            if step == stop_at_step:
+                return {"stopped_at": step, "first_loss": first_loss, "last_loss": last_loss}
+            if config.data.dev and step % config.eval.every_n_steps == 0 and step < total_steps:
+                evaluate(step)
+        checkpoints.maybe_save(step, state, rng, stream.position(batch_number), force=True)
+        report = evaluate(step)
+        variables = {"params": _host_tree(state.params)}
+        if state.batch_stats:
+            variables["batch_stats"] = _host_tree(state.batch_stats)
+        if primary:
+            save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
+            log.info("final model written to %s", workdir / "model")
+        return {"step": step, "first_loss": first_loss, "last_loss": last_loss, "eval": report, "best": best,
+                "model_dir": str(workdir / "model")}
+    finally:
+        if progress is not None:
+            progress.close()
+        writers.close()
+        checkpoints.close()
+
+
+def _host_tree(tree):
+    """A (possibly multi-host sharded) tree as numpy arrays on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+def _read_best(workdir: Path) -> dict[str, Any] | None:
+    path = workdir / "best.json"
+    return json.loads(path.read_text()) if path.is_file() else None
