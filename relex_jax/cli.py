@@ -259,8 +259,12 @@ def train(args: argparse.Namespace) -> int:
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"relex-jax train: {err}", file=sys.stderr)
         return 2
-    print(f"trained to step {summary['step']}: loss {summary['first_loss']:.4g} (first logged) -> "
-          f"{summary['last_loss']:.4g} (last); model in {summary['model_dir']}", file=sys.stderr)
+    if summary["last_loss"] is None:
+        print(f"nothing to train: the run already reached step {summary['step']}; model in {summary['model_dir']}",
+              file=sys.stderr)
+    else:
+        print(f"trained to step {summary['step']}: loss {summary['first_loss']:.4g} (first logged) -> "
+              f"{summary['last_loss']:.4g} (last); model in {summary['model_dir']}", file=sys.stderr)
     return 0
 
 

@@ -255,3 +255,57 @@ def test_tiny_cpu_recipe_trains_end_to_end(tmp_path):
     assert isinstance(entities, list)
     print(f"tiny_cpu: {elapsed:.0f} s, loss {train_losses[0]:.1f} -> {train_losses[-1]:.1f}")
     assert elapsed < 180, f"tiny_cpu took {elapsed:.0f} s; the issue allows 3 minutes in CI"
+
+
+def test_two_processes_train_as_one_job(tmp_path):
+    """Multi-host on one machine: two processes with two CPU devices each (jax.distributed over
+    gloo), a data=2 x fsdp=2 mesh across them, each process reading its half of the data, a shared
+    run directory, evaluation on process 0; then both processes restore the final checkpoint."""
+    import socket
+
+    from relex_jax.training.init import save_tokenizer, train_tokenizer
+
+    save_tokenizer(train_tokenizer([ex.tokens for ex in generate_examples(96)], 400), tmp_path / "tokenizer")
+    raw = json.loads(json.dumps(SMALL_RUN))
+    raw["model"]["tokenizer"] = str(tmp_path / "tokenizer")  # several hosts: one shared tokenizer
+    raw["data"]["dev"] = "synthetic:dev:16"
+    raw["eval"] = {"every_n_steps": 4, "batch_size": 8}
+    raw["mesh"] = {"data": 2, "fsdp": 2}
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    raw["distributed"] = {"initialize": True, "coordinator_address": f"localhost:{port}", "num_processes": 2}
+    config = tmp_path / "two_hosts.yaml"
+    config.write_text(json.dumps(raw))  # JSON is YAML
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+
+    def run(*extra):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "train", "--config", str(config), "--workdir", str(tmp_path / "run"),
+                 f"distributed.process_id={i}", *extra],
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            for i in range(2)
+        ]
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        for p, out in zip(procs, outputs):
+            assert p.returncode == 0, out[-3000:]
+
+    run()
+    first = losses(tmp_path / "run")
+    assert [s for s, _ in first] == list(range(1, 7)) and first[-1][1] < first[0][1]
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval" in r] == [4, 6]  # process 0, parameters gathered from both
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4, 6]
+    model = RelexModel.from_pretrained(tmp_path / "run" / "model", devices=jax.devices()[:1])
+    before = jax.device_get(model.variables["params"])
+    # Both processes restore their shards of the step-6 checkpoint; nothing is left to train.
+    run("--resume")
+    assert [r["step"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+            if "eval" in r] == [4, 6]
+    assert losses(tmp_path / "run") == first
+    after = jax.device_get(RelexModel.from_pretrained(tmp_path / "run" / "model", devices=jax.devices()[:1]).variables["params"])
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+        np.testing.assert_array_equal(a, b)

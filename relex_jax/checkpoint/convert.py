@@ -86,7 +86,14 @@ def save_relex_dir(out, config: RelexConfig, variables, tokenizer_dir: Path | No
         registry = ocp.type_handlers.create_type_handler_registry(
             (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False))
         )
-        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler(type_handler_registry=registry)) as checkpointer:
+        # One process writes the directory (in a multi-host run, process 0 alone): no barriers with
+        # the other processes, which are busy training.
+        this_process = ocp.options.MultiprocessingOptions(
+            primary_host=jax.process_index(), active_processes={jax.process_index()},
+            barrier_sync_key_prefix=f"relex_dir_{jax.process_index()}",
+        )
+        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, multiprocessing_options=this_process)
+        with ocp.Checkpointer(handler, multiprocessing_options=this_process) as checkpointer:
             checkpointer.save(
                 (tmp / VARIABLES_DIR).absolute(), args=ocp.args.PyTreeSave(jax.tree_util.tree_map(np.asarray, variables))
             )

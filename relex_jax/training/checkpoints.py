@@ -308,12 +308,14 @@ def _is_typed_key(rng: Any) -> bool:
     return hasattr(rng, "dtype") and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
 
 
-def _key_data(rng: Any) -> Any:
+def _key_data(rng: Any) -> np.ndarray:
+    """The key's raw data as a host numpy array: the key is the same on every process, and Orbax
+    refuses a process-local device array in a multi-process save."""
     data = jax.random.key_data(rng) if _is_typed_key(rng) else rng
     if getattr(data, "dtype", None) != np.uint32:
         got = getattr(data, "dtype", type(data))
         raise TypeError(f"rng must be a typed PRNG key or raw uint32 key data, got {got}")
-    return data
+    return np.asarray(data)
 
 
 def _rng_info(rng: Any) -> dict[str, Any] | None:

@@ -319,6 +319,12 @@ def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False,
                      len(train_examples))
 
     best = _read_best(workdir)
+    if start_step >= total_steps:
+        log.info("the run in %s already finished at step %d; nothing to do", workdir, start_step)
+        checkpoints.close()
+        writers.close()
+        return {"step": start_step, "first_loss": None, "last_loss": None, "eval": None, "best": best,
+                "model_dir": str(workdir / "model")}
 
     def evaluate(step: int) -> dict[str, Any] | None:
         nonlocal best
