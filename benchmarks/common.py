@@ -16,6 +16,18 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def finish(title: str, command: str, table: str, summary: str, record: bool, started: float) -> None:
+    """Print (and with `record` append to RESULTS.md) the result, or the Markdown to paste; then the wall time."""
+    print()
+    if record:
+        report(title, command, table, summary, record=True)
+        print("\n(appended to benchmarks/RESULTS.md)")
+    else:
+        print("Markdown for benchmarks/RESULTS.md:\n")
+        print(f"## {title} ({datetime.date.today().isoformat()})\n\nCommand: `{command}`\n\n{table}\n\n{summary}.")
+    print(f"\n(total wall time {time.perf_counter() - started:.0f} s)")
+
+
 def report(title: str, command: str, table: str, summary: str, record: bool) -> None:
     """Print the result; with `record`, append it to RESULTS.md under a dated heading."""
     print(table)

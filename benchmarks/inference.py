@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import gc
 import json
 import os
@@ -72,7 +71,7 @@ import jax  # noqa: E402
 from gliner_fixtures import build_relex_model, reference_forward, torch  # noqa: E402
 
 import relex_jax.inference as relex_inference  # noqa: E402
-from common import report  # noqa: E402
+from common import finish  # noqa: E402
 from relex_forward import V3_SMALL_SHAPED  # noqa: E402
 from relex_jax import RelexModel  # noqa: E402
 
@@ -467,14 +466,7 @@ def main() -> None:
         "tiny and deberta-v3-small-shaped models" if args.model == "both"
         else {"tiny": "tiny test model", "small": "deberta-v3-small-shaped model"}[args.model]
     )
-    print()
-    if args.record:
-        report(title, command, table, summary, record=True)
-        print("\n(appended to benchmarks/RESULTS.md)")
-    else:
-        print("Markdown for benchmarks/RESULTS.md:\n")
-        print(f"## {title} ({datetime.date.today().isoformat()})\n\nCommand: `{command}`\n\n{table}\n\n{summary}.")
-    print(f"\n(total wall time {time.perf_counter() - started:.0f} s)")
+    finish(title, command, table, summary, args.record, started)
 
 
 if __name__ == "__main__":

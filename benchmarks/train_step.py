@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gc
 import os
 import random
@@ -95,7 +94,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from gliner_fixtures import torch  # noqa: E402
 
-from common import report  # noqa: E402
+from common import finish  # noqa: E402
 from inference import LABELS, MODELS, RELATIONS, SMALL_STD, CompileCounter, build, machine_line  # noqa: E402
 from relex_jax.checkpoint.gliner import load_gliner_checkpoint  # noqa: E402
 from relex_jax.data.training import CollateConfig, Example, collate, read_jsonl  # noqa: E402
@@ -576,14 +575,7 @@ def main() -> None:
         "tiny and deberta-v3-small-shaped models" if args.model == "both"
         else {"tiny": "tiny test model", "small": "deberta-v3-small-shaped model"}[args.model]
     )
-    print()
-    if args.record:
-        report(title, command, table, summary, record=True)
-        print("\n(appended to benchmarks/RESULTS.md)")
-    else:
-        print("Markdown for benchmarks/RESULTS.md:\n")
-        print(f"## {title} ({datetime.date.today().isoformat()})\n\nCommand: `{command}`\n\n{table}\n\n{summary}.")
-    print(f"\n(total wall time {time.perf_counter() - started:.0f} s)")
+    finish(title, command, table, summary, args.record, started)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ EMBEDDED_CONFIG = dict(vocab_size=1000, hidden_size=128, num_hidden_layers=4, nu
 def selfcheck(args: argparse.Namespace) -> int:
     import flax.linen as nn
     import jax
-    import jax.numpy as jnp
 
     from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION, DebertaConfig, DebertaV2Model, stack_layer_params
 
