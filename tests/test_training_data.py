@@ -499,3 +499,34 @@ def test_unreadable_json_names_file_and_line(tmp_path):
         read_gliner_json(whole)
     with pytest.raises(ValueError, match="on_error"):
         read_jsonl(path, on_error="ignore")
+
+
+def _jsonl_record(i: int) -> dict:
+    return {"id": f"r{i}", "tokens": ["Ann", f"w{i}", "lives", "in", "Rome"],
+            "entities": [{"start": 0, "end": 1, "type": "person"}, {"start": 4, "end": 5, "type": "location"}],
+            "relations": [{"head": 0, "tail": 1, "type": "lives in"}]}
+
+
+def test_shards_split_records_between_hosts(tmp_path):
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps(_jsonl_record(i)) for i in range(5)]
+    lines[2] = "{not json"  # host 1 never parses host 0's records
+    path.write_text("\n".join(lines) + "\n")
+    host1 = read_examples(path, shard=(1, 2))
+    assert [ex.tokens[1] for ex in host1] == ["w1", "w3"]
+    with pytest.raises(MalformedRecord, match="line 3"):
+        read_examples(path, shard=(0, 2))
+    assert [ex.tokens[1] for ex in read_examples(path, on_error="skip", shard=(0, 2))] == ["w0", "w4"]
+    with pytest.raises(ValueError, match="shard"):
+        read_examples(path, shard=(2, 2))
+
+
+def test_datasets_reader_on_a_local_dataset(tmp_path):
+    """`hf:NAME[:SPLIT]` goes through `datasets.load_dataset`; a local dataset directory needs no network."""
+    pytest.importorskip("datasets")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "train.jsonl").write_text("".join(json.dumps(_jsonl_record(i)) + "\n" for i in range(4)))
+    examples = read_examples(f"hf:{tmp_path / 'ds'}:train", shard=(0, 2))
+    assert [ex.tokens[1] for ex in examples] == ["w0", "w2"]
+    assert examples[0].entities == ((0, 0, "person"), (4, 4, "location"))
+    assert examples[0].relations == ((0, 1, "lives in"),) and "record 0" in examples[0].source
