@@ -244,6 +244,7 @@ def train(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
+    logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing (no TPU, no GPU) at INFO
     try:
         config = load_config(args.config, args.overrides)
     except (OSError, ValueError) as err:
@@ -354,11 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help='entity types, comma-separated ("person,organization"), or a JSON object '
                            '\'{"name": "description", ...}\' whose descriptions the model reads')
     pred.add_argument("--relations", help="relation types, in the same forms (default: entities only)")
-    pred.add_argument("--threshold", type=float, default=0.5, help="entity threshold (default 0.5)")
-    pred.add_argument("--relation-threshold", type=float, help="relation threshold (default: --threshold)")
-    pred.add_argument("--adjacency-threshold", type=float, help="adjacency-head threshold (default: --threshold)")
-    pred.add_argument("--nested", action="store_true", help="allow nested entities (gliner's flat_ner=False)")
-    pred.add_argument("--multi-label", action="store_true", help="allow several labels per span")
+    add_decoding_arguments(pred)
     pred.add_argument("--long-texts", choices=("window", "truncate"), default="window",
                       help="texts longer than --window-size words: overlapping windows (default) or cut")
     pred.add_argument("--window-size", type=int, help="words per window (default: the model's max_len)")
@@ -382,11 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="gliner training .json, ../shared/data-style .jsonl, or hf:NAME[:SPLIT]")
     ev.add_argument("--labels", help="entity types, comma-separated or a JSON object (default: the types in the data)")
     ev.add_argument("--relations", help="relation types, in the same forms (default: the types in the data)")
-    ev.add_argument("--threshold", type=float, default=0.5, help="entity threshold (default 0.5)")
-    ev.add_argument("--relation-threshold", type=float, help="relation threshold (default: --threshold)")
-    ev.add_argument("--adjacency-threshold", type=float, help="adjacency-head threshold (default: --threshold)")
-    ev.add_argument("--nested", action="store_true", help="allow nested entities (gliner's flat_ner=False)")
-    ev.add_argument("--multi-label", action="store_true", help="allow several labels per span")
+    add_decoding_arguments(ev)
     ev.add_argument("--batch-size", type=int, default=8, help="texts per forward (default 8)")
     ev.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                     help="malformed records: fail (default) or skip them with a count")
@@ -396,6 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(tr)
     tr.set_defaults(func=train)
     return parser
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """Thresholds and overlap rules, shared by `predict` and `evaluate`."""
+    parser.add_argument("--threshold", type=float, default=0.5, help="entity threshold (default 0.5)")
+    parser.add_argument("--relation-threshold", type=float, help="relation threshold (default: --threshold)")
+    parser.add_argument("--adjacency-threshold", type=float, help="adjacency-head threshold (default: --threshold)")
+    parser.add_argument("--nested", action="store_true", help="allow nested entities (gliner's flat_ner=False)")
+    parser.add_argument("--multi-label", action="store_true", help="allow several labels per span")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

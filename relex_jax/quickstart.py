@@ -114,6 +114,7 @@ def run(workdir: Path, max_steps: int | None = None) -> float:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing (no TPU, no GPU) at INFO
     workdir = Path(args.workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     run(workdir, args.max_steps)
