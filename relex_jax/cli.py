@@ -328,9 +328,9 @@ def format_report(report: dict) -> str:
         for mode in ("strict", "boundaries"):
             m = report[kind][mode]
             lines.append(f"{kind + ' ' + mode:24s} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f}")
-    for kind in ("entities", "relations"):
+    for kind, singular in (("entities", "entity"), ("relations", "relation")):
         for name, m in report[kind]["per_type"].items():
-            lines.append(f"  {kind[:-1]} {name:15.15s} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f}")
+            lines.append(f"  {singular:8s} {name:13.13s} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f}")
     lines.append(f"{report['texts']} texts in {report['seconds']:.1f} s ({report['texts_per_second']:.1f} texts/s)")
     return "\n".join(lines)
 
