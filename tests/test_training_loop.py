@@ -100,6 +100,8 @@ def test_overrides_and_errors():
         apply_overrides({}, ["optim.learning_rate"])
     with pytest.raises(ValueError, match="model.path"):
         config_from_dict({"model": {"init": "backbone"}})
+    with pytest.raises(ValueError, match="eval.best_metric"):
+        config_from_dict({"eval": {"best_metric": "relation.f1"}})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -81,6 +81,15 @@ class EvalConfig:
     best_metric: str = "relations.strict.f1"
     max_examples: int | None = None  # evaluate on the first N dev examples only
 
+    def __post_init__(self):
+        # Checked now, not at the first evaluation hours into a run.
+        parts = self.best_metric.split(".")
+        valid = (len(parts) == 3 and parts[0] in ("entities", "relations") and parts[1] in ("strict", "boundaries")
+                 and parts[2] in ("precision", "recall", "f1"))
+        if not valid:
+            raise ValueError(f"eval.best_metric={self.best_metric!r}; expected entities|relations . strict|boundaries "
+                             ". precision|recall|f1, e.g. relations.strict.f1")
+
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:

@@ -225,23 +225,12 @@ def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False,
         dist = config.distributed
         initialize_distributed(dist.coordinator_address, dist.num_processes, dist.process_id)
 
-    from relex_jax.checkpoint.convert import save_relex_dir
-    from relex_jax.data.training import CollateConfig, collate
-    from relex_jax.inference import RelexModel
-    from relex_jax.modeling.relex import RelexModule
     from relex_jax.training.checkpoints import TrainCheckpoints
-    from relex_jax.training.init import initial_model
-    from relex_jax.training.losses import LossConfig
-    from relex_jax.training.optim import make_optimizer
-    from relex_jax.training.sharding import (
-        batch_rows_multiple, batch_sharding, global_batch, make_mesh, replicated, train_state_shardings,
-    )
-    from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module
+    from relex_jax.training.sharding import batch_rows_multiple, make_mesh
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    primary = jax.process_index() == 0
-    host, hosts = jax.process_index(), jax.process_count()
+    hosts = jax.process_count()
     mesh = make_mesh(config.mesh, devices)
     rows_multiple = batch_rows_multiple(mesh)
     if config.data.batch_size % rows_multiple or config.data.batch_size % hosts:
@@ -258,6 +247,26 @@ def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False,
         raise FileExistsError(f"{workdir} already holds checkpoints (latest step {latest}): pass --resume to "
                               "continue that run, or choose a new --workdir")
 
+    try:
+        return _run(config, workdir, checkpoints, latest, mesh, stop_at_step)
+    finally:
+        checkpoints.close()  # also when setup fails: no Orbax thread outlives the run
+
+
+def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, mesh, stop_at_step: int | None):
+    """The body of `train` once the run directory and its checkpoints are settled."""
+    from relex_jax.checkpoint.convert import save_relex_dir
+    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.inference import RelexModel
+    from relex_jax.modeling.relex import RelexModule
+    from relex_jax.training.init import initial_model
+    from relex_jax.training.losses import LossConfig
+    from relex_jax.training.optim import make_optimizer
+    from relex_jax.training.sharding import batch_sharding, global_batch, replicated, train_state_shardings
+    from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module
+
+    primary = jax.process_index() == 0
+    host, hosts = jax.process_index(), jax.process_count()
     errors: list[str] = []
     train_examples = read_source(config.data.train, config.seed, config.data.on_error, (host, hosts), errors)
     dev_examples = None  # read and evaluated on process 0 only
@@ -321,7 +330,6 @@ def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False,
     best = _read_best(workdir)
     if start_step >= total_steps:
         log.info("the run in %s already finished at step %d; nothing to do", workdir, start_step)
-        checkpoints.close()
         writers.close()
         return {"step": start_step, "first_loss": None, "last_loss": None, "eval": None, "best": best,
                 "model_dir": str(workdir / "model")}
@@ -408,7 +416,6 @@ def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False,
         if progress is not None:
             progress.close()
         writers.close()
-        checkpoints.close()
 
 
 def _host_tree(tree):
