@@ -18,7 +18,7 @@ import pytest
 from relex_jax.data.synthetic import generate_examples
 from relex_jax.inference import RelexModel
 from relex_jax.training.config import apply_overrides, config_from_dict, load_config
-from relex_jax.training.loop import BatchStream, pad_step_batch, train
+from relex_jax.training.loop import BatchStream, default_buckets, pad_step_batch, train
 from relex_jax.training.sharding import (
     MeshConfig, batch_sharding, logical_axes, make_mesh, partition_spec, train_state_shardings,
 )
@@ -162,6 +162,38 @@ def test_batch_stream_is_a_function_of_the_batch_number():
     assert stream.check_position(stream.position(4)) == 4
     with pytest.raises(ValueError, match="data position"):
         BatchStream(examples[:19], rows=6, seed=5).check_position(stream.position(4))
+
+
+def test_default_buckets_fix_the_label_counts(tmp_path):
+    """Without `data.buckets`, type sampling and augmentation change how many entity and relation
+    labels a batch asks for; every batch must still get the same label sizes (no extra compilations)."""
+    from relex_jax.data.synthetic import ENTITY_TYPES, RELATION_TYPES
+    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.training.init import ModelInit, initial_model
+
+    examples = generate_examples(240, seed=2)
+    init = initial_model(ModelInit(**SMALL_RUN["model"]), jax.random.PRNGKey(0), tmp_path,
+                         [ex.tokens for ex in examples])
+    cfg = CollateConfig.from_relex_config(init.config, type_order="sorted")
+    assert cfg.augment_data_prob > 0 and cfg.max_neg_type_ratio > 0  # label counts do vary
+    buckets = default_buckets(examples, cfg)
+    assert buckets["entities"] == (len(ENTITY_TYPES) + 1,)  # + the augmentation's "other"
+    assert buckets["relations"] == (len(RELATION_TYPES),)
+    stream = BatchStream(examples, rows=8, seed=0)
+    label_sizes, wanted = set(), set()
+    for n in range(60):
+        batch_examples, rng, _ = stream.batch(n)
+        batch = collate(batch_examples, init.tokenizer, cfg, rng, buckets=buckets)
+        wanted.add(max(len(types) for types in batch.entity_types))
+        label_sizes.add((batch.inputs.entity_prompt_index.shape[1], batch.inputs.relation_prompt_index.shape[1]))
+    assert len(wanted) > 1  # the batches really asked for different numbers of entity labels
+    assert label_sizes == {(len(ENTITY_TYPES) + 1, len(RELATION_TYPES))}
+
+    fixed = [dataclasses.replace(ex, ner_labels=tuple(f"type {i}" for i in range(9))) for ex in examples[:4]]
+    capped = dataclasses.replace(cfg, max_types=2)
+    assert default_buckets(fixed, capped)["entities"] == (9,)  # fixed lists are not capped by max_types
+    assert default_buckets(examples, capped)["entities"] == (2,)
+    assert default_buckets(examples[:0], cfg)["relations"] == (1,)
 
 
 def test_padding_a_batch_changes_no_loss(tmp_path):

@@ -44,7 +44,7 @@ class DataConfig:
     batch_size: int = 8
     on_error: str = "raise"
     collate: dict[str, Any] = dataclasses.field(default_factory=dict)
-    buckets: dict[str, list[int]] | None = None  # padded shape buckets; None: TRAIN_BUCKETS
+    buckets: dict[str, list[int]] | None = None  # padded shape buckets; None: loop.default_buckets
 
     def __post_init__(self):
         if self.batch_size < 1:
