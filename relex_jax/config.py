@@ -1,7 +1,8 @@
 """`RelexConfig`: the gliner span-relex configuration fields our model reads.
 
 `from_gliner_dict` accepts a `gliner_config.json` dict; every field we do not interpret is kept
-verbatim in `extra`, so `to_gliner_dict` writes back what gliner wrote.
+verbatim in `extra`, so `to_gliner_dict` writes back what gliner wrote. The backbone config
+(`encoder_config`) is read by its `model_type`, through `ENCODER_FAMILIES`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from relex_jax.checkpoint.hf_encoder import encoder_family
 from relex_jax.modeling.adjacency import MODES as ADJACENCY_MODES
+from relex_jax.modeling.bert import BertConfig
 from relex_jax.modeling.deberta import DebertaConfig
 from relex_jax.modeling.triples import MODES as TRIPLES_MODES
 
@@ -20,7 +23,7 @@ SUBTOKEN_POOLING = ("first", "last", "mean", "max")
 
 @dataclasses.dataclass(frozen=True)
 class RelexConfig:
-    encoder: DebertaConfig
+    encoder: DebertaConfig | BertConfig  # the backbone's config, one of ENCODER_FAMILIES
     hidden_size: int = 512  # D, the GLiNER width; a Linear(H -> D) follows the backbone when D != H
     dropout: float = 0.4
     max_width: int = 12  # K
@@ -86,7 +89,11 @@ class RelexConfig:
         names = {f.name for f in dataclasses.fields(cls)} - {"encoder", "extra"}
         known = {k: raw[k] for k in names if k in raw}
         extra = {k: v for k, v in raw.items() if k not in names}  # keeps the raw encoder_config too
-        return cls(encoder=DebertaConfig.from_hf_dict(encoder), extra=extra, **known)
+        try:
+            encoder = encoder_family(encoder).config_cls.from_hf_dict(encoder)
+        except ValueError as err:
+            raise ValueError(f"gliner_config.json encoder_config: {err}") from None
+        return cls(encoder=encoder, extra=extra, **known)
 
     def to_gliner_dict(self) -> dict[str, Any]:
         out = dict(self.extra)

@@ -3,8 +3,10 @@
 Test helpers (no tests here). Three pieces:
 
 - `build_tokenizer_dir(path)`: a small SentencePiece unigram tokenizer trained on generated English,
-  saved as a DeBERTa-v3-style tokenizer directory (ids 0-3 = [PAD] [CLS] [SEP] [UNK]).
-- `build_relex_model(path, seed, std, **overrides)`: a tiny DeBERTa-v3-like backbone plus a gliner
+  saved as a DeBERTa-v3-style tokenizer directory (ids 0-3 = [PAD] [CLS] [SEP] [UNK]);
+  `build_wordpiece_tokenizer_dir(path)`: an uncased BERT WordPiece tokenizer over the same text.
+- `build_relex_model(path, seed, std, backbone=..., **overrides)`: a tiny DeBERTa-v3-like (default)
+  or BERT backbone plus a gliner
   span-relex model built through gliner's own API, every parameter re-drawn at `std` (GUIDE §4, §6),
   the last layer of each head then calibrated so logits spread over a usable range, saved with
   safetensors and reloaded strictly; returns the model loaded from disk.
@@ -40,9 +42,11 @@ from gliner import GLiNER, GLiNERConfig  # noqa: E402
 from gliner.config import BaseGLiNERConfig, UniEncoderRelexConfig  # noqa: E402
 
 __all__ = [
+    "DEFAULT_BERT_ENCODER",
     "DEFAULT_ENCODER",
     "DEFAULT_GLINER",
     "build_tokenizer_dir",
+    "build_wordpiece_tokenizer_dir",
     "build_relex_model",
     "reference_forward",
     "state_dicts_equal",
@@ -207,6 +211,54 @@ def build_tokenizer_dir(path: str | Path) -> Path:
     return path
 
 
+_WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # bert-base-uncased's order
+
+
+@functools.lru_cache(maxsize=None)
+def _wordpiece_tokenizer_dir() -> Path:
+    """An uncased BERT tokenizer directory, built once per process (see `build_wordpiece_tokenizer_dir`)."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(
+        piece for text in generate_corpus()
+        for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+    )
+    chars = sorted({c for w in words for c in w})
+    # tokenizers' WordPieceTrainer is not deterministic (ids change between runs); this vocabulary
+    # is: every character, word-initial and continuation, then the 300 most frequent words whole
+    # (other words split into several pieces, as real rare words do).
+    frequent = [w for w, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1][:300]
+    vocab = {t: i for i, t in enumerate([*_WORDPIECE_SPECIALS, *chars, *(f"##{c}" for c in chars), *frequent])}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
+    tokenizer.decoder = decoders.WordPiece()
+    cls_sep = [("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=cls_sep
+    )
+    out = Path(tempfile.mkdtemp(prefix="relex_wordpiece_")) / "tokenizer"
+    transformers.BertTokenizerFast(tokenizer_object=tokenizer, do_lower_case=True).save_pretrained(out)
+    loaded = transformers.AutoTokenizer.from_pretrained(out)
+    pieces = loaded.convert_ids_to_tokens(loaded("Zorbax WALKER visited Helsinki")["input_ids"])
+    if pieces[:3] != ["[CLS]", "z", "##o"] or "walker" not in pieces or pieces[-1] != "[SEP]":
+        raise AssertionError(f"the WordPiece tokenizer does not lowercase and split as BERT-uncased: {pieces}")
+    return out
+
+
+def build_wordpiece_tokenizer_dir(path: str | Path) -> Path:
+    """Write an uncased BERT WordPiece tokenizer directory (`tokenizer.json`, loaded by
+    `AutoTokenizer` as a `BertTokenizer`) to `path`: lowercasing `BertNormalizer`, BERT's
+    pre-tokenizer, ids 0-4 = [PAD] [UNK] [CLS] [SEP] [MASK] as bert-base-uncased orders them."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for file in _wordpiece_tokenizer_dir().iterdir():
+        shutil.copy(file, path / file.name)
+    return path
+
+
 # --------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------
@@ -220,6 +272,16 @@ DEFAULT_ENCODER: dict[str, Any] = dict(
     max_position_embeddings=512,
     **DEBERTA_V3_ATTENTION,
     type_vocab_size=0,
+    pad_token_id=0,
+)
+# A tiny BERT (MiniLM's layout: post-LayerNorm blocks, absolute positions, 2 token types).
+DEFAULT_BERT_ENCODER: dict[str, Any] = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=512,
+    type_vocab_size=2,
     pad_token_id=0,
 )
 # Released relex setting (all pairs + pair MLP), tiny sizes.
@@ -254,14 +316,22 @@ _ENCODER_KEYS = (
     | set(transformers.DebertaV2Config().to_dict())
     | _DEBERTA_EXTRA_KEYS
 ) - _GLINER_KEYS
+_BERT_ENCODER_KEYS = (_init_arg_names(transformers.BertConfig) | set(transformers.BertConfig().to_dict())) - _GLINER_KEYS
+
+# backbone (model_type) -> (transformers config class, model class, default config, its config keys,
+# tokenizer builder)
+_BACKBONES = {
+    "deberta-v2": ("DebertaV2Config", "DebertaV2Model", DEFAULT_ENCODER, _ENCODER_KEYS, build_tokenizer_dir),
+    "bert": ("BertConfig", "BertModel", DEFAULT_BERT_ENCODER, _BERT_ENCODER_KEYS, build_wordpiece_tokenizer_dir),
+}
 
 
-def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _split_overrides(overrides: dict[str, Any], encoder_keys=_ENCODER_KEYS) -> tuple[dict[str, Any], dict[str, Any]]:
     gliner_kw, encoder_kw = {}, {}
     for key, value in overrides.items():
         if key in _GLINER_KEYS:
             gliner_kw[key] = value
-        elif key in _ENCODER_KEYS:
+        elif key in encoder_keys:
             encoder_kw[key] = value
         else:  # PretrainedConfig swallows unknown kwargs silently; a typo must not.
             raise TypeError(f"unknown config override {key!r}")
@@ -430,6 +500,7 @@ def build_relex_model(
     encoder: dict[str, Any] | None = None,
     logit_std: float | None = 3.0,
     entity_logit_mean: float | None = -4.5,
+    backbone: str = "deberta-v2",
     **config_overrides,
 ):
     """Build, re-draw, save and strictly reload a tiny random GLiNER span-relex model.
@@ -440,8 +511,8 @@ def build_relex_model(
         seed: seeds torch's init and the re-draw.
         std: scale of the re-drawn weight matrices (`torch_fixtures.redraw_weights`: matrices
             ~ N(0, std), biases ~ N(0, 0.1), LayerNorm scales ~ 1 + N(0, 0.2)).
-        encoder: DebertaV2Config overrides (e.g. `{"hidden_size": 48, "num_attention_heads": 4}`
-            for a backbone width H != 64); defaults in `DEFAULT_ENCODER`.
+        encoder: backbone config overrides (e.g. `{"hidden_size": 48, "num_attention_heads": 4}`
+            for a backbone width H != 64); defaults in `DEFAULT_ENCODER` / `DEFAULT_BERT_ENCODER`.
         logit_std: after the re-draw, set the last Linear of the span / prompt / adjacency / pair
             heads so that span-vector dot products, entity logits, adjacency logits and relation
             logits have scale `logit_std` on `CALIBRATION_TEXTS` (see `_calibrate_heads`); None
@@ -450,27 +521,31 @@ def build_relex_model(
         entity_logit_mean: mean entity logit on the calibration texts (with `logit_std`); the
             default -4.5 makes threshold 0.5 select roughly 10-30% of the spans, as in a trained
             model where most spans are not entities. None leaves the mean near 0 (most spans kept).
+        backbone: "deberta-v2" (a DeBERTa-v3-like `DebertaV2Model` with the SentencePiece tokenizer
+            of `build_tokenizer_dir`) or "bert" (a `BertModel`, with its pooler as transformers
+            builds it, and the uncased WordPiece tokenizer of `build_wordpiece_tokenizer_dir`).
         **config_overrides: gliner config fields (`relations_layer`, `triples_layer`, `hidden_size`
             = D, `max_width`, `num_rnn_layers`, `fuse_layers`, `subtoken_pooling`, `embed_ent_token`,
-            ...; defaults in `DEFAULT_GLINER`). Keys that are only DebertaV2Config fields
+            ...; defaults in `DEFAULT_GLINER`). Keys that are only backbone config fields
             (e.g. `position_buckets`) go to the backbone. Unknown keys raise TypeError.
 
     Returns:
         (model, path): the eval-mode `UniEncoderSpanRelexGLiNER` loaded from `path`.
     """
     path = Path(path)
-    gliner_kw, encoder_kw = _split_overrides(config_overrides)
-    encoder_kw = {**DEFAULT_ENCODER, **(encoder or {}), **encoder_kw}
+    config_name, model_name, default_encoder, encoder_keys, build_tokenizer = _BACKBONES[backbone]
+    gliner_kw, encoder_kw = _split_overrides(config_overrides, encoder_keys)
+    encoder_kw = {**default_encoder, **(encoder or {}), **encoder_kw}
     gliner_kw = {**DEFAULT_GLINER, **gliner_kw}
     if gliner_kw.get("relations_layer") is None:
         raise ValueError("relations_layer=None builds a plain NER model; use 'none' for all pairs")
 
     backbone_dir = path.parent / f"{path.name}_backbone"
-    build_tokenizer_dir(backbone_dir)
+    build_tokenizer(backbone_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(backbone_dir)
     torch.manual_seed(seed)
-    backbone = transformers.DebertaV2Model(transformers.DebertaV2Config(vocab_size=len(tokenizer), **encoder_kw))
-    backbone.save_pretrained(backbone_dir)
+    encoder_config = getattr(transformers, config_name)(vocab_size=len(tokenizer), **encoder_kw)
+    getattr(transformers, model_name)(encoder_config).save_pretrained(backbone_dir)
 
     config = GLiNERConfig(model_name=str(backbone_dir), **gliner_kw)
     torch.manual_seed(seed)

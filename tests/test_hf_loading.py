@@ -92,9 +92,9 @@ def test_shape_mismatch_is_named(saved):
 def test_wrong_model_type_is_rejected(saved):
     path, _ = saved
     config = json.loads((path / "config.json").read_text())
-    config["model_type"] = "bert"
+    config["model_type"] = "roberta"
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="model_type"):
+    with pytest.raises(ValueError, match="unsupported encoder model_type 'roberta'; supported: bert, deberta-v2"):
         relex_jax.load_hf_encoder(path)
 
 

@@ -219,7 +219,7 @@ def both_sides(reference, setting: str):
         ))
         (_, metrics), grads = value_and_grad(variables["params"], step_batch)
         ours = {k: float(v) for k, v in metrics.items()}
-        _CACHE[key] = (ref_terms, ref_grads, ours, variables_to_state_dict({"params": jax.device_get(grads)}))
+        _CACHE[key] = (ref_terms, ref_grads, ours, variables_to_state_dict({"params": jax.device_get(grads)}, config))
     return _CACHE[key]
 
 
@@ -300,12 +300,12 @@ def gliner_trainer(model, tmp_path, trainer_kwargs=None, **args):
     )
 
 
-def our_groups_by_torch_name(params) -> dict[str, str]:
+def our_groups_by_torch_name(params, config) -> dict[str, str]:
     """Each parameter's group, under its gliner name (through the checkpoint mapping)."""
     labels = parameter_groups(params)
     coded = jax.tree_util.tree_map(lambda p, g: np.full(np.shape(p), GROUPS.index(g), np.float32), params, labels)
     out = {}
-    for name, value in variables_to_state_dict({"params": coded}).items():
+    for name, value in variables_to_state_dict({"params": coded}, config).items():
         assert np.unique(value).size == 1, name
         out[name] = GROUPS[int(value.flat[0])]
     return out
@@ -334,8 +334,8 @@ def test_parameter_groups_match_gliner_trainer(request, which, tmp_path):
     for group in optimizer.param_groups:
         for p in group["params"]:
             theirs[names[id(p)]] = (group["lr"], group["weight_decay"])
-    _, variables, _ = load_gliner_checkpoint(path)
-    ours = our_groups_by_torch_name(variables["params"])
+    config, variables, _ = load_gliner_checkpoint(path)
+    ours = our_groups_by_torch_name(variables["params"], config)
     assert set(ours) == set(theirs)
     settings = OptimConfig(**GROUP_SETTINGS).group_settings()
     mismatched = {n: (ours[n], theirs[n]) for n in ours if settings[ours[n]] != theirs[n]}

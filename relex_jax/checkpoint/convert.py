@@ -6,6 +6,8 @@ A relex-jax model directory holds:
   variables/          the float32 Flax variables ({"params": ...}, plus "batch_stats" for the
                       TuckER scorer) as an Orbax checkpoint
   tokenizer files     copied verbatim from the source (tokenizer.json, tokenizer_config.json, ...)
+  gliner_only.safetensors  only for a model converted from gliner whose backbone holds parameters
+                      gliner never computes with (BERT's pooler), so converting back is exact
 
 Every directory is written next to its destination under a temporary name and renamed into
 place only when complete, so an interrupted conversion never leaves a half-written model where
@@ -28,7 +30,7 @@ from relex_jax.checkpoint.gliner import (
     GLINER_CONFIG,
     TOKENIZER_PATTERNS,
     abstract_variables,
-    load_gliner_checkpoint,
+    read_gliner_checkpoint,
     variables_to_state_dict,
 )
 from relex_jax.checkpoint.torch_mapping import CheckpointMismatchError, flatten_params
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 RELEX_CONFIG = "relex_config.json"
 VARIABLES_DIR = "variables"
+GLINER_ONLY = "gliner_only.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -72,11 +75,18 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
         shutil.copy2(file, dst / file.name)
 
 
-def save_relex_dir(out, config: RelexConfig, variables, tokenizer_dir: Path | None, overwrite: bool = False) -> Path:
+def save_relex_dir(
+    out, config: RelexConfig, variables, tokenizer_dir: Path | None, overwrite: bool = False,
+    gliner_only: dict[str, np.ndarray] | None = None,
+) -> Path:
     """Write a relex-jax model directory (see module docstring)."""
     import orbax.checkpoint as ocp
 
     def fill(tmp: Path):
+        if gliner_only:
+            from safetensors.numpy import save_file
+
+            save_file({k: np.ascontiguousarray(v) for k, v in gliner_only.items()}, str(tmp / GLINER_ONLY))
         (tmp / RELEX_CONFIG).write_text(
             json.dumps({**config.to_gliner_dict(), "relex_jax_format": FORMAT_VERSION}, indent=2, sort_keys=True)
         )
@@ -139,16 +149,17 @@ def load_relex_dir(model_dir) -> tuple[RelexConfig, dict[str, Any]]:
 
 def gliner_to_relex(src, out, overwrite: bool = False) -> Path:
     """gliner checkpoint directory (or hub id) -> relex-jax model directory."""
-    config, variables, model_dir = load_gliner_checkpoint(src)
-    return save_relex_dir(out, config, variables, model_dir, overwrite)
+    config, variables, gliner_only, model_dir = read_gliner_checkpoint(src)
+    return save_relex_dir(out, config, variables, model_dir, overwrite, gliner_only=gliner_only)
 
 
 def relex_to_gliner(src, out, overwrite: bool = False) -> Path:
     """relex-jax model directory -> a directory `gliner.GLiNER.from_pretrained` loads."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import load_file, save_file
 
     config, variables = load_relex_dir(src)
-    state = variables_to_state_dict(variables)
+    aside = Path(src) / GLINER_ONLY
+    state = variables_to_state_dict(variables, config, load_file(str(aside)) if aside.is_file() else None)
 
     def fill(tmp: Path):
         (tmp / GLINER_CONFIG).write_text(json.dumps(config.to_gliner_dict(), indent=2, sort_keys=True))

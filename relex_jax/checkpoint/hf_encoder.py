@@ -1,16 +1,19 @@
-"""Load a Hugging Face DeBERTa-v2/v3 backbone (local directory or hub id) as Flax module + params.
+"""Load a Hugging Face encoder (local directory or hub id) as Flax module + params.
 
-This is how a new relex model starts from a pretrained encoder. PyTorch is only needed for
-checkpoints stored as `pytorch_model.bin`; `model.safetensors` loads without it.
+This is how a new relex model starts from a pretrained encoder. `config.json`'s `model_type`
+picks the family (`ENCODER_FAMILIES`): "deberta-v2" (DeBERTa-v2/v3) or "bert" (BERT and its
+look-alikes such as MiniLM). PyTorch is only needed for checkpoints stored as
+`pytorch_model.bin`; `model.safetensors` loads without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -18,29 +21,96 @@ import jax.numpy as jnp
 import numpy as np
 
 from relex_jax.checkpoint.files import read_state_dict, resolve_model_dir
-from relex_jax.checkpoint.torch_mapping import DEBERTA_V2_RULES, convert_state_dict, flatten_params
+from relex_jax.checkpoint.torch_mapping import (
+    BERT_RULES,
+    DEBERTA_V2_RULES,
+    CheckpointMismatchError,
+    ModuleRule,
+    convert_state_dict,
+    flatten_params,
+)
+from relex_jax.modeling.bert import BertConfig, BertModel
 from relex_jax.modeling.deberta import DebertaConfig, DebertaV2Model, stack_layer_params
 
 logger = logging.getLogger(__name__)
 
-# Task models (DebertaV2ForMaskedLM, ...) store the backbone under this prefix next to their heads.
-_BACKBONE_PREFIX = "deberta."
-# Buffers and tensors `transformers` itself drops when loading a DebertaV2Model.
-_ALWAYS_IGNORED = (r"embeddings\.position_ids",)
+
+@dataclasses.dataclass(frozen=True)
+class EncoderFamily:
+    """One `model_type`: its config and module classes, and how its checkpoints are read."""
+
+    config_cls: type
+    module_cls: type[nn.Module]
+    rules: tuple[ModuleRule, ...]
+    # Task models (DebertaV2ForMaskedLM, BertForMaskedLM, ...) store the backbone under this
+    # prefix next to their heads.
+    prefix: str
+    # Regexes on backbone tensor names (prefix stripped) that the encoder deliberately does not
+    # use, given its config: buffers transformers also drops, and modules we do not build.
+    unused: Callable[[Any], tuple[str, ...]]
+    # Parameters gliner's backbone holds but never computes with, as {torch name: shape}: the
+    # converter carries them aside (`relex_jax.checkpoint.gliner`) so gliner can load strictly.
+    gliner_only: Callable[[Any], dict[str, tuple[int, ...]]] = lambda config: {}
 
 
-def select_backbone_tensors(state: dict[str, np.ndarray], config: DebertaConfig) -> dict[str, np.ndarray]:
-    """Strip the task-model prefix and drop what transformers also drops, logging what was dropped."""
-    ignored = [k for k in state if any(re.fullmatch(p, k.removeprefix(_BACKBONE_PREFIX)) for p in _ALWAYS_IGNORED)]
+def _deberta_unused(config: DebertaConfig) -> tuple[str, ...]:
+    unused = (r"embeddings\.position_ids",)
     if not config.position_biased_input:
         # transformers ignores stored absolute position embeddings the config does not use.
-        ignored += [k for k in state if k.removeprefix(_BACKBONE_PREFIX) == "embeddings.position_embeddings.weight"]
+        unused += (r"embeddings\.position_embeddings\.weight",)
+    return unused
+
+
+def _bert_unused(config: BertConfig) -> tuple[str, ...]:
+    # Old checkpoints store the index buffers; the pooler (CLS dense + tanh) is not part of the
+    # encoder GLiNER uses, so it is dropped by name, never matched against anything else.
+    return (r"embeddings\.(position_ids|token_type_ids)", r"pooler\.dense\.(weight|bias)")
+
+
+def _bert_pooler(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    # gliner builds its BERT backbone with transformers' default pooler, whose output it ignores.
+    h = config.hidden_size
+    return {"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)}
+
+
+ENCODER_FAMILIES: dict[str, EncoderFamily] = {
+    "deberta-v2": EncoderFamily(DebertaConfig, DebertaV2Model, DEBERTA_V2_RULES, "deberta.", _deberta_unused),
+    "bert": EncoderFamily(BertConfig, BertModel, BERT_RULES, "bert.", _bert_unused, _bert_pooler),
+}
+# config.json files written before `model_type` existed are DeBERTa ones (the loader's first family).
+_DEFAULT_MODEL_TYPE = "deberta-v2"
+
+
+def encoder_family(hf_config: Mapping[str, Any]) -> EncoderFamily:
+    """The family of a `config.json` dict, by its `model_type`; raises naming the supported ones."""
+    model_type = hf_config.get("model_type") or _DEFAULT_MODEL_TYPE
+    try:
+        return ENCODER_FAMILIES[model_type]
+    except KeyError:
+        raise ValueError(
+            f"unsupported encoder model_type {model_type!r}; supported: {', '.join(sorted(ENCODER_FAMILIES))}"
+        ) from None
+
+
+def family_of(config: Any) -> EncoderFamily:
+    """The family whose config class `config` is (a built encoder config, not a dict)."""
+    for family in ENCODER_FAMILIES.values():
+        if isinstance(config, family.config_cls):
+            return family
+    raise TypeError(f"{type(config).__name__} is not the config of a supported encoder family")
+
+
+def select_backbone_tensors(
+    state: dict[str, np.ndarray], prefix: str, unused: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Strip the task-model `prefix` and drop the `unused` tensors, logging what was dropped."""
+    ignored = [k for k in state if any(re.fullmatch(p, k.removeprefix(prefix)) for p in unused)]
     state = {k: v for k, v in state.items() if k not in ignored}
-    if any(k.startswith(_BACKBONE_PREFIX) for k in state):
-        heads = sorted(k for k in state if not k.startswith(_BACKBONE_PREFIX))
+    if any(k.startswith(prefix) for k in state):
+        heads = sorted(k for k in state if not k.startswith(prefix))
         if heads:
             logger.info("ignoring %d non-backbone tensors (task heads): %s", len(heads), heads)
-        state = {k[len(_BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(_BACKBONE_PREFIX)}
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if ignored:
         logger.info("ignoring tensors the encoder does not use: %s", sorted(ignored))
     return state
@@ -60,22 +130,35 @@ def load_hf_encoder(
     param_dtype=jnp.float32,
     remat: bool = False,
     scan_layers: bool = False,
-) -> tuple[DebertaV2Model, dict[str, Any]]:
-    """Read a transformers DeBERTa-v2/v3 model into `(module, params)`.
+) -> tuple[DebertaV2Model | BertModel, dict[str, Any]]:
+    """Read a transformers DeBERTa-v2/v3 or BERT model into `(module, params)`.
 
     `module.apply({"params": params}, input_ids, attention_mask)` returns the last hidden state
-    exactly as `transformers.DebertaV2Model` does. Raises `CheckpointMismatchError` naming every
+    exactly as `transformers.DebertaV2Model` / `transformers.BertModel` does. Raises `ValueError`
+    for an unsupported `model_type` or config, and `CheckpointMismatchError` naming every
     unexpected, missing or misshaped tensor.
     """
     model_dir = resolve_model_dir(path_or_hub_id, "config.json")
     config_file = model_dir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"no config.json in {model_dir}")
-    config = DebertaConfig.from_hf_dict(json.loads(config_file.read_text()))
-    module = DebertaV2Model(config, dtype=dtype, param_dtype=param_dtype)
+    hf_config = json.loads(config_file.read_text())
+    # Config and weight errors name the file and the family it was read as: a model_type that
+    # does not fit the rest of config.json, or the weights, shows up there.
+    where = f"{config_file} (model_type {hf_config.get('model_type') or _DEFAULT_MODEL_TYPE!r})"
+    try:
+        family = encoder_family(hf_config)
+        config = family.config_cls.from_hf_dict(hf_config)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    module = family.module_cls(config, dtype=dtype, param_dtype=param_dtype)
     expected = {path: leaf.shape for path, leaf in flatten_params(abstract_params(module)).items()}
-    state = select_backbone_tensors(read_state_dict(model_dir), config)
-    params = convert_state_dict(state, DEBERTA_V2_RULES, expected, dtype=np.dtype(param_dtype))
+    state = select_backbone_tensors(read_state_dict(model_dir), family.prefix, family.unused(config))
+    try:
+        params = convert_state_dict(state, family.rules, expected, dtype=np.dtype(param_dtype))
+    except CheckpointMismatchError as err:
+        raise CheckpointMismatchError(f"the weights in {model_dir} do not fit the {type(module).__name__} "
+                                      f"that {where} describes: {err}") from None
     params = jax.tree_util.tree_map(jnp.asarray, params)
     if scan_layers:
         params = stack_layer_params(params, config)

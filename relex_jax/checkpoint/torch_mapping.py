@@ -60,10 +60,22 @@ class ModuleRule:
 
 _LAYER = r"encoder\.layer\.(\d+)"
 
-DEBERTA_V2_RULES: tuple[ModuleRule, ...] = (
+# What DeBERTa and BERT share: the embedding tables and LayerNorm, and every block's attention
+# output, intermediate and output sublayers (the same PyTorch module tree in both).
+_SHARED_ENCODER_RULES: tuple[ModuleRule, ...] = (
     ModuleRule(r"embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)", "embeddings/{0}", EMBEDDING),
-    ModuleRule(r"embeddings\.embed_proj", "embeddings/embed_proj", LINEAR),
     ModuleRule(r"embeddings\.LayerNorm", "embeddings/LayerNorm", LAYER_NORM),
+    ModuleRule(_LAYER + r"\.attention\.output\.dense", "encoder/layer_{0}/attention/output/dense", LINEAR),
+    ModuleRule(_LAYER + r"\.attention\.output\.LayerNorm", "encoder/layer_{0}/attention/output/LayerNorm", LAYER_NORM),
+    ModuleRule(_LAYER + r"\.intermediate\.dense", "encoder/layer_{0}/intermediate/dense", LINEAR),
+    ModuleRule(_LAYER + r"\.output\.dense", "encoder/layer_{0}/output/dense", LINEAR),
+    ModuleRule(_LAYER + r"\.output\.LayerNorm", "encoder/layer_{0}/output/LayerNorm", LAYER_NORM),
+)
+
+# `transformers.DebertaV2Model` -> `relex_jax.modeling.deberta.DebertaV2Model`.
+DEBERTA_V2_RULES: tuple[ModuleRule, ...] = (
+    *_SHARED_ENCODER_RULES,
+    ModuleRule(r"embeddings\.embed_proj", "embeddings/embed_proj", LINEAR),
     ModuleRule(r"encoder\.rel_embeddings", "encoder/rel_embeddings", EMBEDDING),
     ModuleRule(r"encoder\.LayerNorm", "encoder/LayerNorm", LAYER_NORM),
     ModuleRule(r"encoder\.conv\.conv", "encoder/conv/conv", CONV1D),
@@ -73,11 +85,13 @@ DEBERTA_V2_RULES: tuple[ModuleRule, ...] = (
         "encoder/layer_{0}/attention/self/{1}",
         LINEAR,
     ),
-    ModuleRule(_LAYER + r"\.attention\.output\.dense", "encoder/layer_{0}/attention/output/dense", LINEAR),
-    ModuleRule(_LAYER + r"\.attention\.output\.LayerNorm", "encoder/layer_{0}/attention/output/LayerNorm", LAYER_NORM),
-    ModuleRule(_LAYER + r"\.intermediate\.dense", "encoder/layer_{0}/intermediate/dense", LINEAR),
-    ModuleRule(_LAYER + r"\.output\.dense", "encoder/layer_{0}/output/dense", LINEAR),
-    ModuleRule(_LAYER + r"\.output\.LayerNorm", "encoder/layer_{0}/output/LayerNorm", LAYER_NORM),
+)
+
+# `transformers.BertModel` (its pooler is dropped by the loader) -> `relex_jax.modeling.bert.BertModel`,
+# whose attention projections carry DeBERTa's `_proj` names.
+BERT_RULES: tuple[ModuleRule, ...] = (
+    *_SHARED_ENCODER_RULES,
+    ModuleRule(_LAYER + r"\.attention\.self\.(query|key|value)", "encoder/layer_{0}/attention/self/{1}_proj", LINEAR),
 )
 
 
@@ -199,8 +213,11 @@ def _projection_mlp(torch_module: str, flax_module: str) -> tuple[ModuleRule, ..
     )
 
 
-RELEX_RULES: tuple[ModuleRule, ...] = (
-    *prefixed(DEBERTA_V2_RULES, "token_rep_layer.bert_layer.model.", "backbone/"),
+# gliner's backbone (`token_rep_layer.bert_layer.model`) becomes `backbone`, under its family's rules.
+GLINER_BACKBONE_PREFIX = "token_rep_layer.bert_layer.model."
+
+# Everything in gliner's span relex model that is not the backbone or an optional head.
+_RELEX_HEAD_RULES: tuple[ModuleRule, ...] = (
     ModuleRule(
         r"token_rep_layer\.bert_layer\.layers_fuser\.(squeeze|W1|W2|output_projection)", "layers_fuser/{0}", LINEAR
     ),
@@ -210,6 +227,17 @@ RELEX_RULES: tuple[ModuleRule, ...] = (
     *_projection_mlp(r"prompt_rep_layer", "prompt_rep"),
     *_projection_mlp(r"pair_rep_layer", "pair_rep"),
 )
+
+
+def relex_rules(encoder_rules: Iterable[ModuleRule]) -> tuple[ModuleRule, ...]:
+    """The relex model's rules on a backbone read by `encoder_rules` (its family's table).
+
+    A function of the family, not one merged table: BERT's `attention.self.query` and DeBERTa's
+    `attention.self.query_proj` both become Flax `query_proj`, so Flax -> torch needs the family.
+    """
+    return (*prefixed(encoder_rules, GLINER_BACKBONE_PREFIX, "backbone/"), *_RELEX_HEAD_RULES)
+
+
 # gliner constructs a CrossFuser when `post_fusion_schema` is set but never calls it.
 RELEX_UNUSED_KEYS = (r"cross_fuser\..*",)
 
@@ -344,5 +372,6 @@ def split_batch_norm_buffers(state_dict: Mapping[str, Any]) -> tuple[dict[str, A
     return rest, stats
 
 
-# Everything in a gliner span-relex checkpoint that lands in the `params` collection.
-GLINER_PARAM_RULES: tuple[ModuleRule, ...] = (*RELEX_RULES, *ADJACENCY_RULES, *TRIPLES_RULES)
+def gliner_param_rules(encoder_rules: Iterable[ModuleRule]) -> tuple[ModuleRule, ...]:
+    """Everything in a gliner span-relex checkpoint that lands in the `params` collection."""
+    return (*relex_rules(encoder_rules), *ADJACENCY_RULES, *TRIPLES_RULES)

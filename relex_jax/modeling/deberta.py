@@ -462,6 +462,19 @@ class DebertaEncoder(DebertaModule):
         return (hidden, tuple(states)) if output_hidden_states else hidden
 
 
+def checked_encoder_inputs(input_ids, attention_mask, token_type_ids):
+    """The attention mask (all ones when None), after checking every input is (batch, tokens)
+    like `input_ids`: shared by the encoders, whose callers pass the same three arrays."""
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be (batch, tokens), got shape {input_ids.shape}")
+    if attention_mask is None:
+        attention_mask = jnp.ones_like(input_ids)
+    for name, array in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if array is not None and array.shape != input_ids.shape:
+            raise ValueError(f"{name} shape {array.shape} does not match input_ids shape {input_ids.shape}")
+    return attention_mask
+
+
 class DebertaV2Model(DebertaModule):
     """Flax counterpart of `transformers.DebertaV2Model`.
 
@@ -483,14 +496,7 @@ class DebertaV2Model(DebertaModule):
         deterministic: bool = True,
         output_hidden_states: bool = False,
     ):
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be (batch, tokens), got shape {input_ids.shape}")
-        if attention_mask is None:
-            attention_mask = jnp.ones_like(input_ids)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask shape {attention_mask.shape} does not match input_ids shape {input_ids.shape}"
-            )
+        attention_mask = checked_encoder_inputs(input_ids, attention_mask, token_type_ids)
         embeddings = DebertaEmbeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(
             input_ids, attention_mask, token_type_ids, deterministic
         )

@@ -1,6 +1,6 @@
 """The span-level GLiNER-Relex model (`UniEncoderSpanRelexModel`, released setting) in Flax.
 
-backbone -> (layer fuser) -> (H -> D projection) -> word vectors (+ BiLSTM) and prompt vectors
+backbone (DeBERTa-v2/v3 or BERT) -> (layer fuser) -> (H -> D projection) -> word vectors (+ BiLSTM) and prompt vectors
 -> markerV0 span scores against entity prompts -> entity selection (static cap E)
 -> all ordered pairs -> pair-MLP scores against relation prompts.
 
@@ -16,9 +16,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from relex_jax.checkpoint.hf_encoder import family_of
 from relex_jax.config import RelexConfig
 from relex_jax.modeling.adjacency import AdjacencyHead
-from relex_jax.modeling.deberta import DebertaV2Model
 from relex_jax.modeling.layers import BiLSTM
 from relex_jax.modeling.mlp import Linear, ProjectionMLP
 from relex_jax.modeling.relations import (
@@ -127,7 +127,8 @@ class RelexModule(nn.Module):
     def setup(self):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         enc, d = cfg.encoder, cfg.hidden_size
-        self.backbone = DebertaV2Model(enc, dt, pdt, remat=self.remat, scan_layers=self.scan_layers)
+        backbone_cls = family_of(enc).module_cls  # DebertaV2Model or BertModel, by the config's family
+        self.backbone = backbone_cls(enc, dt, pdt, remat=self.remat, scan_layers=self.scan_layers)
         if cfg.fuse_layers:
             self.layers_fuser = LayersFuser(enc.num_hidden_layers, enc.hidden_size, dt, pdt)
         if d != enc.hidden_size:

@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from relex_jax.checkpoint.hf_encoder import encoder_family
 from relex_jax.config import RelexConfig
-from relex_jax.modeling.deberta import DebertaConfig
 from relex_jax.modeling.relex import RelexModule, example_inputs
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,10 @@ class ModelInit:
 
     - `init: checkpoint`, `path`: a relex-jax model directory or a gliner checkpoint (directory or
       hub id). `gliner` overrides are not allowed: the checkpoint fixes the architecture.
-    - `init: backbone`, `path`: a transformers DeBERTa-v2/v3 directory (or hub id) with
-      `tokenizer.json`; the GLiNER heads are initialised randomly. `gliner` sets the head fields.
-    - `init: scratch`: `encoder` (DeBERTa config fields) and `gliner` fields, all weights random;
+    - `init: backbone`, `path`: a transformers DeBERTa-v2/v3 or BERT-family directory (or hub id)
+      with `tokenizer.json`; the GLiNER heads are initialised randomly. `gliner` sets the head fields.
+    - `init: scratch`: `encoder` (the encoder config fields; `model_type` picks the family,
+      "deberta-v2" by default, or "bert") and `gliner` fields, all weights random;
       `tokenizer` is a directory with `tokenizer.json`, or None to train a byte-pair tokenizer of
       `vocab_size` pieces on the training texts.
     """
@@ -136,7 +137,17 @@ def _resized_embeddings(table: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([table, extra])
 
 
-def _relex_config(encoder: DebertaConfig, gliner_fields: dict[str, Any], class_index: int, rel_index: int) -> RelexConfig:
+def _scratch_encoder(fields: dict[str, Any], vocab_size: int):
+    """The `model.encoder` section as an encoder config of its `model_type`'s family. Unlike a
+    `config.json`, it is written by hand: unknown fields are errors, not ignored."""
+    try:
+        family = encoder_family(fields)
+        return family.config_cls(**{k: v for k, v in fields.items() if k != "model_type"}, vocab_size=vocab_size)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model.encoder: {err}") from None
+
+
+def _relex_config(encoder, gliner_fields: dict[str, Any], class_index: int, rel_index: int) -> RelexConfig:
     names = {f.name for f in dataclasses.fields(RelexConfig)} - {"encoder", "extra"}
     known = {k: v for k, v in gliner_fields.items() if k in names}
     extra = {k: v for k, v in gliner_fields.items() if k not in names}
@@ -197,10 +208,7 @@ def initial_model(spec: ModelInit, rng, workdir: Path, training_texts: Iterable[
     tokenizer.no_truncation()
     class_index, rel_index, size = _add_prompt_tokens(tokenizer, spec.gliner)
     if encoder_config is None:
-        try:
-            encoder_config = DebertaConfig(**{**spec.encoder, "vocab_size": size})
-        except TypeError as err:
-            raise ValueError(f"model.encoder: {err}") from None
+        encoder_config = _scratch_encoder({k: v for k, v in spec.encoder.items() if k != "vocab_size"}, size)
     else:
         encoder_config = dataclasses.replace(encoder_config, vocab_size=size)
     config = _relex_config(encoder_config, spec.gliner, class_index, rel_index)

@@ -55,7 +55,8 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
 PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"word_embeddings/embedding$", ("vocab", "embed")),
     (r"rel_embeddings/embedding$", ("positions", "embed")),
-    (r"position_embeddings/embedding$", ("positions", "embed")),
+    (r"position_embeddings/embedding$", ("positions", "embed")),  # BERT's absolute positions
+    (r"token_type_embeddings/embedding$", (None, "embed")),  # BERT: 2 rows, only the width splits
     (r"embed_proj/kernel$", (None, "embed")),
     (r"attention/self/\w+_proj/kernel$", ("embed", "heads")),
     (r"attention/self/\w+_proj/bias$", ("heads",)),

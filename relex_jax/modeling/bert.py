@@ -1,0 +1,276 @@
+"""BERT-family encoder in Flax Linen, numerically equal to `transformers.BertModel`'s last hidden state.
+
+`BertModel` keeps `DebertaV2Model`'s contract, so the relex model can run on either backbone:
+the same `apply(params, input_ids, attention_mask, token_type_ids, deterministic,
+output_hidden_states)` call and return values, the same `dtype` / `param_dtype` / `remat` /
+`scan_layers` options, and the same parameter layout (`embeddings/...`, `encoder/layer_i/...`,
+stacked under `encoder/layers/layer` by `stack_layer_params`, which serves both encoders).
+
+The post-attention and feed-forward halves of a block are DeBERTa's own modules (the PyTorch
+code is the same there); only the embeddings and the plain scaled dot-product self-attention are
+BERT's. Parameter names follow the PyTorch tree, except that the attention projections are
+called `query_proj` / `key_proj` / `value_proj` (torch: `query` / `key` / `value`) as in DeBERTa,
+so one sharding table and one optimizer grouping cover both; the checkpoint table renames them.
+
+There is no pooler: GLiNER uses the last hidden state. Checkpoint loading drops a stored pooler
+explicitly (`relex_jax.checkpoint.hf_encoder`). Attention scores, softmax and LayerNorm always
+run in float32, whatever `dtype` is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from relex_jax.modeling.activations import get_activation
+from relex_jax.modeling.deberta import (
+    DebertaIntermediate,
+    DenseResidualNorm,
+    _dense,
+    _embed,
+    _layer_norm,
+    checked_encoder_inputs,
+    stack_layer_params,
+    unstack_layer_params,
+)
+from relex_jax.modeling.precision import einsum_f32
+
+Dtype = Any
+
+__all__ = ["BertConfig", "BertModel", "stack_layer_params", "unstack_layer_params"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The fields of `transformers.BertConfig` that change an encoder-only forward pass.
+
+    Defaults are the ones `transformers` uses when a key is missing from `config.json`.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    position_embedding_type: str = "absolute"
+
+    def __post_init__(self):
+        if self.position_embedding_type != "absolute":
+            raise ValueError(
+                f"position_embedding_type {self.position_embedding_type!r} is not supported: only 'absolute' "
+                "BERT position embeddings are implemented (transformers 5 dropped 'relative_key' and "
+                "'relative_key_query' too)"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.type_vocab_size < 1:
+            raise ValueError(f"type_vocab_size must be at least 1 (BERT always adds a token-type embedding), "
+                             f"got {self.type_vocab_size}")
+        get_activation(self.hidden_act)
+
+    @classmethod
+    def from_hf_dict(cls, hf: Mapping[str, Any]) -> "BertConfig":
+        """Build from a `config.json` dict; keys that do not affect the encoder are ignored."""
+        model_type = hf.get("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"expected a BERT config (model_type 'bert'), got {model_type!r}")
+        for flag in ("is_decoder", "add_cross_attention"):
+            if hf.get(flag):
+                raise ValueError(f"{flag}=true makes a causal / cross-attending BERT decoder; only encoders are supported")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in hf.items() if k in names}
+        for name in ("pad_token_id", "position_embedding_type"):  # null in config.json: the default
+            if kwargs.get(name) is None:
+                kwargs.pop(name, None)
+        return cls(**kwargs)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The `config.json` fields `transformers.BertConfig` reads back to this config."""
+        return {**dataclasses.asdict(self), "model_type": "bert"}
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def position_biased_input(self) -> bool:
+        """BERT always adds absolute positions (DeBERTa's config makes it a choice): inputs are
+        limited to `max_position_embeddings` tokens."""
+        return True
+
+    @property
+    def scanned_layers_start(self) -> int:
+        """First layer that `scan_layers=True` stacks (all of them; see `stack_layer_params`)."""
+        return 0
+
+
+class BertModule(nn.Module):
+    """Shared fields: the config, the compute `dtype` and the parameter storage `param_dtype`."""
+
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+
+class BertEmbeddings(BertModule):
+    """Word + token-type + absolute position embeddings, LayerNorm, dropout (transformers' order)."""
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids=None, deterministic: bool = True):
+        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        seq_len = input_ids.shape[-1]
+        if seq_len > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings}"
+            )
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = _embed(cfg.vocab_size, cfg.hidden_size, cfg, dt, pdt, ("vocab", "embed"), "word_embeddings")(input_ids)
+        x = x + _embed(cfg.type_vocab_size, cfg.hidden_size, cfg, dt, pdt, (None, "embed"), "token_type_embeddings")(
+            token_type_ids
+        )
+        positions = _embed(cfg.max_position_embeddings, cfg.hidden_size, cfg, dt, pdt, (None, "embed"),
+                           "position_embeddings")
+        x = x + positions(jnp.arange(seq_len))[None]
+        x = _layer_norm(x, cfg, dt, pdt)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class BertSelfAttention(BertModule):
+    """Scaled dot-product self-attention; `key_mask` (B, 1, 1, T) hides padded keys from every query."""
+
+    @nn.compact
+    def __call__(self, hidden, key_mask, deterministic: bool = True):
+        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        heads, head_size = cfg.num_attention_heads, cfg.head_size
+        batch, seq_len, _ = hidden.shape
+
+        def project(name):  # (B, T, H) -> (B, h, T, d)
+            x = _dense(heads * head_size, cfg, dt, pdt, ("embed", "heads"), name)(hidden)
+            return jnp.swapaxes(x.reshape(batch, seq_len, heads, head_size), 1, 2)
+
+        query, key, value = project("query_proj"), project("key_proj"), project("value_proj")
+        scores = einsum_f32("bhqd,bhkd->bhqk", query, key) * np.float32(head_size**-0.5)
+        scores = jnp.where(key_mask, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dt)
+        probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bhkd->bhqd", probs, value)
+        return jnp.swapaxes(context, 1, 2).reshape(batch, seq_len, heads * head_size)
+
+
+class BertAttention(BertModule):
+
+    @nn.compact
+    def __call__(self, hidden, key_mask, deterministic: bool = True):
+        context = BertSelfAttention(self.config, self.dtype, self.param_dtype, name="self")(
+            hidden, key_mask, deterministic
+        )
+        return DenseResidualNorm(self.config, self.dtype, self.param_dtype, "heads", name="output")(
+            context, hidden, deterministic
+        )
+
+
+class BertLayer(BertModule):
+    """One post-LayerNorm transformer block: self-attention, then the feed-forward block."""
+
+    @nn.compact
+    def __call__(self, hidden, key_mask, deterministic: bool = True):
+        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        attended = BertAttention(cfg, dt, pdt, name="attention")(hidden, key_mask, deterministic)
+        inner = DebertaIntermediate(cfg, dt, pdt, name="intermediate")(attended)
+        return DenseResidualNorm(cfg, dt, pdt, "mlp", name="output")(inner, attended, deterministic)
+
+
+def _layer_class(remat: bool):
+    # static_argnums counts `self`: argument 3 is `deterministic`.
+    return nn.remat(BertLayer, static_argnums=(3,)) if remat else BertLayer
+
+
+class _ScannedLayer(BertModule):
+    """`BertLayer` in the (carry, x) -> (carry, y) form `nn.scan` needs."""
+
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, hidden, key_mask, deterministic: bool):
+        out = _layer_class(self.remat)(self.config, self.dtype, self.param_dtype, name="layer")(
+            hidden, key_mask, deterministic
+        )
+        return out, out
+
+
+class BertEncoder(BertModule):
+    """The layer stack: `layer_i` submodules, or one `nn.scan` over them (`layers/layer`)."""
+
+    remat: bool = False
+    scan_layers: bool = False
+
+    @nn.compact
+    def __call__(self, embeddings, attention_mask, deterministic: bool = True, output_hidden_states: bool = False):
+        cfg, dt, pdt = self.config, self.dtype, self.param_dtype
+        key_mask = attention_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T)
+        hidden, states = embeddings, [embeddings]
+        if self.scan_layers:
+            scan = nn.scan(
+                _ScannedLayer,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_hidden_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            hidden, stacked = scan(cfg, dt, pdt, self.remat, name="layers")(hidden, key_mask, deterministic)
+            states.extend(stacked[i] for i in range(stacked.shape[0]))
+        else:
+            layer_cls = _layer_class(self.remat)
+            for i in range(cfg.num_hidden_layers):
+                hidden = layer_cls(cfg, dt, pdt, name=f"layer_{i}")(hidden, key_mask, deterministic)
+                states.append(hidden)
+        return (hidden, tuple(states)) if output_hidden_states else hidden
+
+
+class BertModel(BertModule):
+    """Flax counterpart of `transformers.BertModel` without its pooler.
+
+    `apply({"params": p}, input_ids, attention_mask, token_type_ids)` returns the last hidden
+    state (B, T, H); `token_type_ids` default to zeros, `attention_mask` to all ones. With
+    `output_hidden_states=True` it returns `(last, (embeddings, layer_1, ..., layer_N))`.
+    `remat` recomputes each layer's activations in the backward pass; `scan_layers` runs the
+    stack as one `nn.scan` (params stacked under `encoder/layers`, see `stack_layer_params`).
+    """
+
+    remat: bool = False
+    scan_layers: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        deterministic: bool = True,
+        output_hidden_states: bool = False,
+    ):
+        attention_mask = checked_encoder_inputs(input_ids, attention_mask, token_type_ids)
+        embeddings = BertEmbeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(
+            input_ids, token_type_ids, deterministic
+        )
+        return BertEncoder(
+            self.config, self.dtype, self.param_dtype, self.remat, self.scan_layers, name="encoder"
+        )(embeddings, attention_mask, deterministic, output_hidden_states)
