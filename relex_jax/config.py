@@ -2,7 +2,7 @@
 
 `from_gliner_dict` accepts a `gliner_config.json` dict; every field we do not interpret is kept
 verbatim in `extra`, so `to_gliner_dict` writes back what gliner wrote. The backbone config
-(`encoder_config`) is read by its `model_type`, through `ENCODER_FAMILIES`.
+(`encoder_config`) is read by its `model_type` (`relex_jax.modeling.encoders`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from relex_jax.checkpoint.hf_encoder import encoder_family
 from relex_jax.modeling.adjacency import MODES as ADJACENCY_MODES
 from relex_jax.modeling.bert import BertConfig
 from relex_jax.modeling.deberta import DebertaConfig
+from relex_jax.modeling.encoders import encoder_config
 from relex_jax.modeling.triples import MODES as TRIPLES_MODES
 
 PARAMETRIC_TRIPLES = ("TransH", "TransF", "PairRE", "TripleRE", "TuckER", "ERMLP", "ConvKB")
@@ -23,7 +23,7 @@ SUBTOKEN_POOLING = ("first", "last", "mean", "max")
 
 @dataclasses.dataclass(frozen=True)
 class RelexConfig:
-    encoder: DebertaConfig | BertConfig  # the backbone's config, one of ENCODER_FAMILIES
+    encoder: DebertaConfig | BertConfig  # the backbone's config, of a family in ENCODERS
     hidden_size: int = 512  # D, the GLiNER width; a Linear(H -> D) follows the backbone when D != H
     dropout: float = 0.4
     max_width: int = 12  # K
@@ -90,7 +90,7 @@ class RelexConfig:
         known = {k: raw[k] for k in names if k in raw}
         extra = {k: v for k, v in raw.items() if k not in names}  # keeps the raw encoder_config too
         try:
-            encoder = encoder_family(encoder).config_cls.from_hf_dict(encoder)
+            encoder = encoder_config(encoder)
         except ValueError as err:
             raise ValueError(f"gliner_config.json encoder_config: {err}") from None
         return cls(encoder=encoder, extra=extra, **known)

@@ -19,8 +19,10 @@ from safetensors.numpy import load_file, save_file
 from torch_fixtures import ragged_batch, redraw_weights, torch, torch_last_hidden, transformers
 
 import relex_jax
+from relex_jax.checkpoint.hf_encoder import ENCODER_FORMATS
 from relex_jax.checkpoint.torch_mapping import BERT_RULES, CheckpointMismatchError, to_state_dict
 from relex_jax.modeling.bert import BertConfig, BertModel, stack_layer_params
+from relex_jax.modeling.encoders import ENCODERS
 
 BASE = dict(
     vocab_size=300,
@@ -272,6 +274,10 @@ def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
     _write_config(tmp_path, model_type="roberta")
     with pytest.raises(ValueError, match=r"unsupported encoder model_type 'roberta'; supported: bert, deberta-v2"):
         relex_jax.load_hf_encoder(tmp_path)
+
+
+def test_every_buildable_family_has_a_checkpoint_format():
+    assert ENCODER_FORMATS.keys() == ENCODERS.keys()
 
 
 def test_config_round_trip():

@@ -4,7 +4,7 @@ and name Flax variables back as a gliner state dict.
 Variables are `{"params": ...}`, plus `{"batch_stats": ...}` for the TuckER scorer's BatchNorm
 running statistics (torch buffers, not parameters).
 
-The backbone's tensors are read with its family's table (`ENCODER_FAMILIES`, by the config's
+The backbone's tensors are read with its family's table (`ENCODER_FORMATS`, by the config's
 `encoder_config.model_type`). Parameters gliner's backbone holds but never computes with (BERT's
 pooler) are not model variables: they travel aside, as torch tensors, so that converting back
 gives gliner the exact checkpoint it wrote (or zeros, for a model that never had them).
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from relex_jax.checkpoint.files import read_state_dict, resolve_model_dir
-from relex_jax.checkpoint.hf_encoder import family_of
+from relex_jax.checkpoint.hf_encoder import encoder_format
 from relex_jax.checkpoint.torch_mapping import (
     GLINER_BACKBONE_PREFIX,
     RELEX_UNUSED_KEYS,
@@ -63,13 +63,13 @@ def abstract_variables(config: RelexConfig) -> dict[str, Any]:
 
 
 def _param_rules(config: RelexConfig):
-    return gliner_param_rules(family_of(config.encoder).rules)
+    return gliner_param_rules(encoder_format(config.encoder).rules)
 
 
 def gliner_only_shapes(config: RelexConfig) -> dict[str, tuple[int, ...]]:
     """{gliner state-dict name: shape} of the backbone parameters gliner never computes with."""
     encoder = config.encoder
-    return {GLINER_BACKBONE_PREFIX + k: v for k, v in family_of(encoder).gliner_only(encoder).items()}
+    return {GLINER_BACKBONE_PREFIX + k: v for k, v in encoder_format(encoder).gliner_only(encoder).items()}
 
 
 def state_dict_to_variables(state: dict[str, np.ndarray], config: RelexConfig) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Load a Hugging Face encoder (local directory or hub id) as Flax module + params.
 
 This is how a new relex model starts from a pretrained encoder. `config.json`'s `model_type`
-picks the family (`ENCODER_FAMILIES`): "deberta-v2" (DeBERTa-v2/v3) or "bert" (BERT and its
-look-alikes such as MiniLM). PyTorch is only needed for checkpoints stored as
+picks the family (`relex_jax.modeling.encoders.ENCODERS`): "deberta-v2" (DeBERTa-v2/v3) or
+"bert" (BERT and its look-alikes such as MiniLM); `ENCODER_FORMATS` says how each family's
+weights are stored. PyTorch is only needed for checkpoints stored as
 `pytorch_model.bin`; `model.safetensors` loads without it.
 """
 
@@ -13,7 +14,7 @@ import json
 import logging
 import os
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -31,16 +32,15 @@ from relex_jax.checkpoint.torch_mapping import (
 )
 from relex_jax.modeling.bert import BertConfig, BertModel
 from relex_jax.modeling.deberta import DebertaConfig, DebertaV2Model, stack_layer_params
+from relex_jax.modeling.encoders import DEFAULT_MODEL_TYPE, ENCODERS, config_model_type, model_type
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderFamily:
-    """One `model_type`: its config and module classes, and how its checkpoints are read."""
+class EncoderFormat:
+    """How one family's PyTorch checkpoints store the backbone."""
 
-    config_cls: type
-    module_cls: type[nn.Module]
     rules: tuple[ModuleRule, ...]
     # Task models (DebertaV2ForMaskedLM, BertForMaskedLM, ...) store the backbone under this
     # prefix next to their heads.
@@ -73,31 +73,15 @@ def _bert_pooler(config: BertConfig) -> dict[str, tuple[int, ...]]:
     return {"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)}
 
 
-ENCODER_FAMILIES: dict[str, EncoderFamily] = {
-    "deberta-v2": EncoderFamily(DebertaConfig, DebertaV2Model, DEBERTA_V2_RULES, "deberta.", _deberta_unused),
-    "bert": EncoderFamily(BertConfig, BertModel, BERT_RULES, "bert.", _bert_unused, _bert_pooler),
+ENCODER_FORMATS: dict[str, EncoderFormat] = {
+    "deberta-v2": EncoderFormat(DEBERTA_V2_RULES, "deberta.", _deberta_unused),
+    "bert": EncoderFormat(BERT_RULES, "bert.", _bert_unused, _bert_pooler),
 }
-# config.json files written before `model_type` existed are DeBERTa ones (the loader's first family).
-_DEFAULT_MODEL_TYPE = "deberta-v2"
 
 
-def encoder_family(hf_config: Mapping[str, Any]) -> EncoderFamily:
-    """The family of a `config.json` dict, by its `model_type`; raises naming the supported ones."""
-    model_type = hf_config.get("model_type") or _DEFAULT_MODEL_TYPE
-    try:
-        return ENCODER_FAMILIES[model_type]
-    except KeyError:
-        raise ValueError(
-            f"unsupported encoder model_type {model_type!r}; supported: {', '.join(sorted(ENCODER_FAMILIES))}"
-        ) from None
-
-
-def family_of(config: Any) -> EncoderFamily:
-    """The family whose config class `config` is (a built encoder config, not a dict)."""
-    for family in ENCODER_FAMILIES.values():
-        if isinstance(config, family.config_cls):
-            return family
-    raise TypeError(f"{type(config).__name__} is not the config of a supported encoder family")
+def encoder_format(config: Any) -> EncoderFormat:
+    """The checkpoint format of a built encoder config's family."""
+    return ENCODER_FORMATS[config_model_type(config)]
 
 
 def select_backbone_tensors(
@@ -145,17 +129,18 @@ def load_hf_encoder(
     hf_config = json.loads(config_file.read_text())
     # Config and weight errors name the file and the family it was read as: a model_type that
     # does not fit the rest of config.json, or the weights, shows up there.
-    where = f"{config_file} (model_type {hf_config.get('model_type') or _DEFAULT_MODEL_TYPE!r})"
+    where = f"{config_file} (model_type {hf_config.get('model_type') or DEFAULT_MODEL_TYPE!r})"
     try:
-        family = encoder_family(hf_config)
-        config = family.config_cls.from_hf_dict(hf_config)
+        family = model_type(hf_config)
+        config = ENCODERS[family].config_cls.from_hf_dict(hf_config)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
-    module = family.module_cls(config, dtype=dtype, param_dtype=param_dtype)
+    module = ENCODERS[family].module_cls(config, dtype=dtype, param_dtype=param_dtype)
     expected = {path: leaf.shape for path, leaf in flatten_params(abstract_params(module)).items()}
-    state = select_backbone_tensors(read_state_dict(model_dir), family.prefix, family.unused(config))
+    stored = ENCODER_FORMATS[family]
+    state = select_backbone_tensors(read_state_dict(model_dir), stored.prefix, stored.unused(config))
     try:
-        params = convert_state_dict(state, family.rules, expected, dtype=np.dtype(param_dtype))
+        params = convert_state_dict(state, stored.rules, expected, dtype=np.dtype(param_dtype))
     except CheckpointMismatchError as err:
         raise CheckpointMismatchError(f"the weights in {model_dir} do not fit the {type(module).__name__} "
                                       f"that {where} describes: {err}") from None

@@ -16,9 +16,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from relex_jax.checkpoint.hf_encoder import family_of
 from relex_jax.config import RelexConfig
 from relex_jax.modeling.adjacency import AdjacencyHead
+from relex_jax.modeling.encoders import ENCODERS, config_model_type
 from relex_jax.modeling.layers import BiLSTM
 from relex_jax.modeling.mlp import Linear, ProjectionMLP
 from relex_jax.modeling.relations import (
@@ -127,7 +127,7 @@ class RelexModule(nn.Module):
     def setup(self):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         enc, d = cfg.encoder, cfg.hidden_size
-        backbone_cls = family_of(enc).module_cls  # DebertaV2Model or BertModel, by the config's family
+        backbone_cls = ENCODERS[config_model_type(enc)].module_cls  # DebertaV2Model or BertModel
         self.backbone = backbone_cls(enc, dt, pdt, remat=self.remat, scan_layers=self.scan_layers)
         if cfg.fuse_layers:
             self.layers_fuser = LayersFuser(enc.num_hidden_layers, enc.hidden_size, dt, pdt)

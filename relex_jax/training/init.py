@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from relex_jax.checkpoint.hf_encoder import encoder_family
 from relex_jax.config import RelexConfig
+from relex_jax.modeling.encoders import ENCODERS, model_type
 from relex_jax.modeling.relex import RelexModule, example_inputs
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,7 @@ def _scratch_encoder(fields: dict[str, Any], vocab_size: int):
     """The `model.encoder` section as an encoder config of its `model_type`'s family. Unlike a
     `config.json`, it is written by hand: unknown fields are errors, not ignored."""
     try:
-        family = encoder_family(fields)
-        return family.config_cls(**{k: v for k, v in fields.items() if k != "model_type"}, vocab_size=vocab_size)
+        return ENCODERS[model_type(fields)].config_cls(**{k: v for k, v in fields.items() if k != "model_type"}, vocab_size=vocab_size)
     except (TypeError, ValueError) as err:
         raise ValueError(f"model.encoder: {err}") from None
 
