@@ -2,7 +2,7 @@
 hyper-parameters, same metric.
 
     python benchmarks/conll04.py [--model tiny|small|minilm] [--steps N] [--seeds 0 1 2] [--batch-size 8]
-                                 [--thresholds 0.5 ...] [--record]
+                                 [--thresholds 0.5 ...] [--relex-only] [--relex-config JSON] [--record]
 
 Both sides start from the same weights and tokenizer, per seed: relex-jax builds the start
 (`relex_jax.training.init.initial_model`), writes it as a relex-jax model directory and converts
@@ -30,6 +30,11 @@ focal/BCE loss with gliner's defaults, dropout as configured (on), float32. Seed
 data order, dropout and augmentation on each side (the two sides' random streams differ: that is
 what the 3 seeds measure). Wall time per side covers everything from loading the start to the saved
 model, both running in this one process, alternately (which side goes first alternates by seed).
+
+Other settings of ours (after the like-for-like comparison): --relex-config merges a JSON object
+into relex-jax's training config (e.g. '{"optim": {"others_lr": 1e-3}}' or finer `data.buckets`),
+and --relex-only skips gliner's side, whose like-for-like numbers for the same seeds are already on
+record.
 
 Evaluation is the same for both: the gliner side's saved model is converted back to relex-jax
 (`gliner_to_relex`, whose parity with gliner is tested in tests/test_convert.py and
@@ -147,8 +152,16 @@ def build_start(model: str, seed: int, directory: Path, train_examples) -> tuple
     return relex_dir, relex_to_gliner(relex_dir, directory / "start_gliner")
 
 
+def merged(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` merged in, nested dicts key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def train_relex(start: Path, seed: int, args, directory: Path, compiles: CompileCounter) -> dict:
-    config = config_from_dict({
+    config = config_from_dict(merged({
         "seed": seed,
         "model": {"init": "checkpoint", "path": str(start)},
         "data": {"train": str(DATA / "train.jsonl"), "batch_size": args.batch_size},
@@ -156,7 +169,7 @@ def train_relex(start: Path, seed: int, args, directory: Path, compiles: Compile
         "optim": dict(hyper(args.model), max_steps=args.steps),
         "train": {"log_every_n_steps": log_every(args), "progress": False},
         "checkpoint": {"every_n_steps": args.steps, "keep": 1},
-    })
+    }, args.relex_config))
     mark = compiles.mark()
     started = time.perf_counter()
     summary = train(config, directory / "relex_run", devices=jax.devices()[:1])
@@ -224,6 +237,8 @@ def run_seed(seed: int, args, train_examples, dev, test, types, compiles) -> dic
         start_relex, start_gliner = build_start(args.model, seed, directory, train_examples)
         results = {}
         order = ("gliner", "relex") if seed % 2 == 0 else ("relex", "gliner")
+        if args.relex_only:
+            order = ("relex",)
         for side in order:
             print(f"[seed {seed}] training {side} for {args.steps} steps ...", flush=True)
             if side == "relex":
@@ -270,11 +285,13 @@ def tables(runs: dict[int, dict[str, dict]], steps: int) -> str:
             "| threshold | entity P / R / F1 | relation P / R / F1 (strict) | relation P / R / F1 (boundaries) "
             "| test inference texts/s |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    present = [side for side in ("gliner", "relex") if all(side in sides for sides in runs.values())]
     for seed, sides in runs.items():
-        for side in ("gliner", "relex"):
+        for side in present:
             r = sides[side]
+            ratio = f"{sides['gliner']['wall'] / r['wall']:.2f}x" if "gliner" in present else "-"
             rows.append(f"| {seed} | {names[side]} | {r['wall']:.0f} | {steps / r['wall']:.2f} "
-                        f"| {sides['gliner']['wall'] / r['wall']:.2f}x | {r['first_loss']:.1f} -> {r['last_loss']:.1f} "
+                        f"| {ratio} | {r['first_loss']:.1f} -> {r['last_loss']:.1f} "
                         f"| {r['threshold']:g} | {pct(r['entity'])} | {pct(r['relation'])} "
                         f"| {pct(r['relation_boundaries'])} | {r['texts_per_second']:.1f} |")
     summary = ["| implementation | train wall (s), mean | steps/s, mean | entity F1, mean ± sd "
@@ -285,7 +302,7 @@ def tables(runs: dict[int, dict[str, dict]], steps: int) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
 
-    for side in ("gliner", "relex"):
+    for side in present:
         sides = [s[side] for s in runs.values()]
         wall = statistics.mean(r["wall"] for r in sides)
         summary.append(f"| {names[side]} | {wall:.0f} | {steps / wall:.2f} | {spread([r['entity']['f1'] for r in sides])} "
@@ -308,6 +325,10 @@ def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -
                              "run by separate invocations; --report-only reads them back")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the --seeds of this setting stored in --results")
+    parser.add_argument("--relex-only", action="store_true",
+                        help="train relex-jax only (for settings of ours beyond the like-for-like comparison)")
+    parser.add_argument("--relex-config", type=json.loads, default={},
+                        help="JSON object merged into relex-jax's training config, e.g. '{\"optim\": {\"others_lr\": 1e-3}}'")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     args.steps = args.steps or MODELS[args.model]["steps"]
@@ -315,6 +336,8 @@ def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -
         parser.error("--steps and --batch-size must be positive and every threshold in (0, 1)")
     if args.report_only and not args.results:
         parser.error("--report-only needs --results")
+    if not isinstance(args.relex_config, dict):
+        parser.error("--relex-config must be a JSON object")
     splits = ("train", "dev", "test") if len(args.thresholds) > 1 else ("train", "test")
     for split in splits:
         if not (DATA / f"{split}.jsonl").is_file():
@@ -326,6 +349,10 @@ def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -
     dev = read_jsonl(DATA / "dev.jsonl") if "dev" in splits else None
     types = (sorted({e[2] for ex in test for e in ex.entities}), sorted({r[2] for ex in test for r in ex.relations}))
     setting = {"model": args.model, "steps": args.steps, "batch_size": args.batch_size, "thresholds": args.thresholds}
+    if args.relex_only:
+        setting["relex_only"] = True
+    if args.relex_config:
+        setting["relex_config"] = args.relex_config
     if args.report_only:
         runs = stored_runs(args.results, setting, args.seeds)
     else:
@@ -338,13 +365,18 @@ def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -
 
     relex = [s["relex"] for s in runs.values()]
     settings = hyper(args.model)
+    overrides = ""
+    if args.relex_only:
+        overrides += "relex-jax only (gliner's side not run); "
+    if args.relex_config:
+        overrides += f"relex-jax's training config overridden by `{json.dumps(args.relex_config)}`, otherwise "
     thresholds = (f"threshold {args.thresholds[0]:g}" if len(args.thresholds) == 1 else
                   f"threshold chosen per run on dev ({len(dev)} sentences) among "
                   f"{', '.join(f'{t:g}' for t in args.thresholds)} by relation F1")
     summary = (
         f"CoNLL04 train ({len(train_examples)} sentences) -> test ({len(test)} sentences), {args.steps} optimizer "
         f"steps of batch {args.batch_size} ({args.steps * args.batch_size / len(train_examples):.1f} epochs) per "
-        f"side and seed, from {describe(args.model)}; AdamW lr {settings['learning_rate']:g} (encoder and heads), "
+        f"side and seed, from {describe(args.model)}; {overrides}AdamW lr {settings['learning_rate']:g} (encoder and heads), "
         f"weight decay {settings['weight_decay']:g}, linear schedule, {settings['warmup_ratio']:.0%} warmup, "
         f"clipping {settings['max_grad_norm']:g}, summed loss, gliner's collation defaults (type sampling, "
         f"augmentation) on both sides. Wall time: loading the start to the saved model; relex-jax's includes its "
@@ -357,6 +389,10 @@ def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -
     command = (f"python {script} --model {args.model} --steps {args.steps} --seeds "
                f"{' '.join(map(str, args.seeds))} --batch-size {args.batch_size} --thresholds "
                f"{' '.join(f'{t:g}' for t in args.thresholds)}")
+    if args.relex_only:
+        command += " --relex-only"
+    if args.relex_config:
+        command += f" --relex-config '{json.dumps(args.relex_config)}'"
     if args.report_only:
         command += f" --results {args.results} --report-only --record"
         summary = (f"Seeds trained by earlier invocations of the same command with `--results {args.results}` instead "

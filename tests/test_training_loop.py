@@ -98,6 +98,10 @@ def test_overrides_and_errors():
         config_from_dict({"loss": {"focal_alpha": 0.5}})
     with pytest.raises(ValueError, match="dotted.key=value"):
         apply_overrides({}, ["optim.learning_rate"])
+    with pytest.raises(ValueError, match="data.buckets.token is not a bucketed dimension; known: tokens, words"):
+        config_from_dict({"data": {"buckets": {"token": [64]}}})
+    with pytest.raises(ValueError, match="data.buckets.words must be a list of positive sizes"):
+        config_from_dict({"data": {"buckets": {"words": 64}}})
     with pytest.raises(ValueError, match="model.path"):
         config_from_dict({"model": {"init": "backbone"}})
     with pytest.raises(ValueError, match="eval.best_metric"):
@@ -194,6 +198,10 @@ def test_default_buckets_fix_the_label_counts(tmp_path):
     assert default_buckets(fixed, capped)["entities"] == (9,)  # fixed lists are not capped by max_types
     assert default_buckets(examples, capped)["entities"] == (2,)
     assert default_buckets(examples[:0], cfg)["relations"] == (1,)
+
+    # `data.buckets` replaces only the dimensions it names: finer token buckets keep the label sizes.
+    finer = default_buckets(examples, cfg, {"tokens": [48, 96], "gold_entities": []})
+    assert finer == {**buckets, "tokens": (48, 96), "gold_entities": ()}
 
 
 def test_padding_a_batch_changes_no_loss(tmp_path):

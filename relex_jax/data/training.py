@@ -70,6 +70,8 @@ GLINER_KEYS = ("tokenized_text", "ner", "relations", "ner_labels", "rel_labels",
 LABEL_KEYS = ("ner_labels", "rel_labels", "ner_negatives", "rel_negatives")
 # Top-level metadata keys of the ../shared/data JSON Lines files (README there): read and ignored.
 JSONL_METADATA_KEYS = ("id", "orig_id", "domain", "title", "sentence_starts")
+# The padded dimensions `collate` can bucket: tokens, words, entity types, relation types, gold entities.
+BUCKET_KEYS = ("tokens", "words", "entities", "relations", "gold_entities")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -673,7 +675,7 @@ def collate(
     `entity_types` / `relation_types` (one list, or one list per example) fix the types for the
     whole batch as gliner's collator arguments do: no augmentation, no sampling, no shuffling.
     `buckets`: `build_batch`'s keys ("tokens", "words", "entities" = entity types,
-    "relations" = relation types) plus "gold_entities" for E.
+    "relations" = relation types) plus "gold_entities" for E (`BUCKET_KEYS`).
     """
     if not examples:
         raise ValueError("collate needs at least one example")

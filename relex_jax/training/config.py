@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from relex_jax.data.training import BUCKET_KEYS
 from relex_jax.training.init import ModelInit
 from relex_jax.training.losses import LossConfig
 from relex_jax.training.optim import OptimConfig
@@ -44,13 +45,20 @@ class DataConfig:
     batch_size: int = 8
     on_error: str = "raise"
     collate: dict[str, Any] = dataclasses.field(default_factory=dict)
-    buckets: dict[str, list[int]] | None = None  # padded shape buckets; None: loop.default_buckets
+    # Padded sizes per dimension (BUCKET_KEYS), replacing loop.default_buckets' for the dimensions
+    # named; [] keeps a dimension's exact per-batch size.
+    buckets: dict[str, list[int]] | None = None
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError("data.batch_size must be positive")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        for key, sizes in (self.buckets or {}).items():
+            if key not in BUCKET_KEYS:
+                raise ValueError(f"data.buckets.{key} is not a bucketed dimension; known: {', '.join(BUCKET_KEYS)}")
+            if not isinstance(sizes, (list, tuple)) or not all(isinstance(s, int) and s > 0 for s in sizes):
+                raise ValueError(f"data.buckets.{key} must be a list of positive sizes, got {sizes!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -50,12 +50,15 @@ COST_BUCKETS = {
 }
 
 
-def default_buckets(examples: Sequence[Any], collate_config) -> dict[str, tuple[int, ...]]:
+def default_buckets(examples: Sequence[Any], collate_config,
+                    overrides: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
     """`COST_BUCKETS` plus one size each for the entity and relation label counts: the most a batch
     of these examples can ask for (their fixed label lists, or every type of that kind in the data
     plus explicit negatives and the augmentation's "other" label, capped at `max_types`). Label
     counts are cheap to pad and vary from batch to batch with type sampling and augmentation, so
-    one size saves compilations; a batch beyond it (not expected) pads to a multiple of it."""
+    one size saves compilations; a batch beyond it (not expected) pads to a multiple of it.
+    `overrides` (`data.buckets`) replace these per dimension, so finer token buckets keep the
+    fixed label sizes; an empty list keeps a dimension's exact per-batch size."""
     bounds = {}
     for kind, fixed, negatives, extra in (("entities", "ner_labels", "ner_negatives", 1),
                                           ("relations", "rel_labels", "rel_negatives", 0)):
@@ -64,7 +67,7 @@ def default_buckets(examples: Sequence[Any], collate_config) -> dict[str, tuple[
         sampled = min(int(collate_config.max_types), len(types) + extra)
         listed = max((len(getattr(ex, fixed)) for ex in examples if getattr(ex, fixed) is not None), default=0)
         bounds[kind] = (max(1, sampled, listed),)
-    return {**COST_BUCKETS, **bounds}
+    return {**COST_BUCKETS, **bounds, **{k: tuple(v) for k, v in (overrides or {}).items()}}
 
 
 # StepBatch fields -> the named dimension of each axis after the rows (for multi-host padding).
@@ -305,7 +308,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
     optim = config.optim
     optimizer = make_optimizer(optim)
     module = training_module(relex_config, optim, remat=config.train.remat)
-    buckets = config.data.buckets or default_buckets(train_examples, collate_config)
+    buckets = default_buckets(train_examples, collate_config, config.data.buckets)
     pad_id = relex_config.encoder.pad_token_id
 
     params_host = init.variables["params"]
