@@ -32,7 +32,7 @@ from relex_jax.checkpoint.torch_mapping import (
 )
 from relex_jax.modeling.bert import BertConfig, BertModel
 from relex_jax.modeling.deberta import DebertaConfig, DebertaV2Model, stack_layer_params
-from relex_jax.modeling.encoders import DEFAULT_MODEL_TYPE, ENCODERS, config_model_type, model_type
+from relex_jax.modeling.encoders import DEFAULT_MODEL_TYPE, ENCODERS, config_model_type, encoder_config
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +131,10 @@ def load_hf_encoder(
     # does not fit the rest of config.json, or the weights, shows up there.
     where = f"{config_file} (model_type {hf_config.get('model_type') or DEFAULT_MODEL_TYPE!r})"
     try:
-        family = model_type(hf_config)
-        config = ENCODERS[family].config_cls.from_hf_dict(hf_config)
+        config = encoder_config(hf_config)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+    family = config_model_type(config)
     module = ENCODERS[family].module_cls(config, dtype=dtype, param_dtype=param_dtype)
     expected = {path: leaf.shape for path, leaf in flatten_params(abstract_params(module)).items()}
     stored = ENCODER_FORMATS[family]
