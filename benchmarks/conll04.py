@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -248,6 +249,8 @@ def run_seed(seed: int, args, train_examples, dev, test, types, compiles) -> dic
                 results[side] = train_gliner(start_gliner, seed, args, directory, records)
                 trained = gliner_to_relex(results[side]["model_dir"], directory / "gliner_as_relex")
             results[side].update(score(trained, dev, test, *types, args.thresholds), order=order.index(side))
+            if args.keep_models:
+                shutil.copytree(trained, args.keep_models / f"seed{seed}" / side, dirs_exist_ok=True)
             r = results[side]
             print(f"[seed {seed}] {side}: {r['wall']:.0f} s ({args.steps / r['wall']:.2f} steps/s), loss "
                   f"{r['first_loss']:.1f} -> {r['last_loss']:.1f}, test entity F1 {100 * r['entity']['f1']:.1f}, "
@@ -329,6 +332,9 @@ def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -
                         help="train relex-jax only (for settings of ours beyond the like-for-like comparison)")
     parser.add_argument("--relex-config", type=json.loads, default={},
                         help="JSON object merged into relex-jax's training config, e.g. '{\"optim\": {\"others_lr\": 1e-3}}'")
+    parser.add_argument("--keep-models", type=Path, metavar="DIR",
+                        help="copy each trained model (relex-jax format, both sides) to DIR/seedN/{gliner,relex}, "
+                             "e.g. to score other thresholds later with `relex-jax evaluate`")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     args.steps = args.steps or MODELS[args.model]["steps"]
