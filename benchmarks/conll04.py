@@ -2,7 +2,8 @@
 hyper-parameters, same metric.
 
     python benchmarks/conll04.py [--model tiny|small|minilm] [--steps N] [--seeds 0 1 2] [--batch-size 8]
-                                 [--thresholds 0.5 ...] [--relex-only] [--relex-config JSON] [--record]
+                                 [--thresholds 0.5 ...] [--relex-only] [--relex-config JSON]
+                                 [--results FILE [--report-only]] [--keep-models DIR] [--record]
 
 Both sides start from the same weights and tokenizer, per seed: relex-jax builds the start
 (`relex_jax.training.init.initial_model`), writes it as a relex-jax model directory and converts
