@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -123,7 +122,7 @@ def test_parity_dim_768(mode, seed):
 
 def torch_one_by_one(layer, heads, relations, tails):
     """gliner's TuckER on each grid triple alone (n = 1 rows), the well-defined reading."""
-    (b, e, d), r = heads.shape, relations.shape[1]
+    (b, e, _), r = heads.shape, relations.shape[1]
     out = np.zeros((b, e, e, r), np.float32)
     with torch.no_grad():
         for index in np.ndindex(b, e, e, r):
