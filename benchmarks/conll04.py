@@ -303,8 +303,9 @@ def tables(runs: dict[int, dict[str, dict]], steps: int) -> str:
                "|---|---|---|---|---|---|"]
 
     def spread(values: list[float]) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
+        if len(values) == 1:
+            return f"{100 * values[0]:.1f} (1 seed)"
+        return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
     for side in present:
         sides = [s[side] for s in runs.values()]

@@ -57,7 +57,7 @@ class DataConfig:
         for key, sizes in (self.buckets or {}).items():
             if key not in BUCKET_KEYS:
                 raise ValueError(f"data.buckets.{key} is not a bucketed dimension; known: {', '.join(BUCKET_KEYS)}")
-            if not isinstance(sizes, (list, tuple)) or not all(isinstance(s, int) and s > 0 for s in sizes):
+            if not isinstance(sizes, (list, tuple)) or not all(type(s) is int and s > 0 for s in sizes):
                 raise ValueError(f"data.buckets.{key} must be a list of positive sizes, got {sizes!r}")
 
 
