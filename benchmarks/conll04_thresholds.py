@@ -54,7 +54,8 @@ def cut(predictions, relation_threshold: float):
     return entities, [[r for r in row if r.score > relation_threshold] for row in relations]
 
 
-def keys(report: dict) -> tuple[float, float]:
+def objective(report: dict) -> tuple[float, float]:
+    """What thresholds are chosen by: relation F1, then entity F1."""
     return report["relations"]["strict"]["f1"], report["entities"]["strict"]["f1"]
 
 
@@ -76,12 +77,13 @@ def dev_grid(model, dev, types, grid: list[float]) -> dict[tuple[float, float], 
 def score_model(model_dir: Path, dev, test, types, grid: list[float]) -> dict:
     model = RelexModel.from_pretrained(model_dir, devices=jax.devices()[:1])
     reports = dev_grid(model, dev, types, grid)
-    shared = max(((t, t) for t in grid), key=lambda pair: keys(reports[pair]))
-    separate = max(reports, key=lambda pair: keys(reports[pair]))
+    shared = max(((t, t) for t in grid), key=lambda pair: objective(reports[pair]))
+    separate = max(reports, key=lambda pair: objective(reports[pair]))
     out = {}
     for name, (entity_threshold, relation_threshold) in (("shared", shared), ("separate", separate)):
         report = score_examples(test, *predict(model, test, types, entity_threshold, relation_threshold), *types)
-        out[name] = dict(thresholds=(entity_threshold, relation_threshold), dev=keys(reports[entity_threshold, relation_threshold]),
+        chosen = (entity_threshold, relation_threshold)
+        out[name] = dict(thresholds=chosen, dev=objective(reports[chosen]),
                          entity=report["entities"]["strict"], relation=report["relations"]["strict"],
                          relation_boundaries=report["relations"]["boundaries"])
         print(f"{model_dir} {name}: entity {entity_threshold:g}, relation {relation_threshold:g} (dev relation F1 "
