@@ -102,6 +102,8 @@ def test_overrides_and_errors():
         config_from_dict({"data": {"buckets": {"token": [64]}}})
     with pytest.raises(ValueError, match="data.buckets.words must be a list of positive sizes"):
         config_from_dict({"data": {"buckets": {"words": 64}}})
+    with pytest.raises(ValueError, match="data.buckets.tokens must be a list of positive sizes"):
+        config_from_dict({"data": {"buckets": {"tokens": [64, True]}}})  # YAML `true` is not a size
     with pytest.raises(ValueError, match="model.path"):
         config_from_dict({"model": {"init": "backbone"}})
     with pytest.raises(ValueError, match="eval.best_metric"):
