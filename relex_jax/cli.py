@@ -198,8 +198,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from relex_jax.compilation_cache import enable_compilation_cache
     from relex_jax.inference import RelexModel
 
+    enable_compilation_cache(args.compilation_cache)
     start = time.perf_counter()
     model = RelexModel.from_pretrained(args.model)
     loaded = time.perf_counter() - start
@@ -255,8 +257,10 @@ def train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
+    from relex_jax.compilation_cache import enable_compilation_cache
     from relex_jax.training.loop import train as run
 
+    enable_compilation_cache(args.compilation_cache)
     try:
         summary = run(config, args.workdir, resume=args.resume)
     except (FileExistsError, FileNotFoundError, ValueError) as err:
@@ -299,8 +303,10 @@ def evaluate(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.output or f"eval_{Path(data.split(':')[-1]).stem or 'data'}.json")
 
+    from relex_jax.compilation_cache import enable_compilation_cache
     from relex_jax.inference import RelexModel
 
+    enable_compilation_cache(args.compilation_cache)
     model = RelexModel.from_pretrained(args.model)
     print(f"evaluating {args.model} on {len(examples)} texts of {data}", file=sys.stderr)
     try:
@@ -367,12 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=8, help="texts (or windows) per forward (default 8)")
     pred.add_argument("--chunk-size", type=int, default=256,
                       help="input lines read, predicted and written at a time; bounds memory (default 256)")
+    add_compilation_cache_argument(pred)
     pred.set_defaults(func=predict)
     quick = sub.add_parser("quickstart", help="train, reload and evaluate a small model on the embedded corpus")
     quick.add_argument("--workdir", default="relex_quickstart",
                        help="where data, checkpoints, the model and the report go (default ./relex_quickstart); "
                             "re-running reuses a finished run")
     quick.add_argument("--max-steps", type=int, help="training steps (default: the quickstart's own)")
+    add_compilation_cache_argument(quick)
     quick.set_defaults(func=quickstart)
     ev = sub.add_parser("evaluate", help="precision / recall / F1 of a model on annotated data")
     ev.add_argument("--model", required=True, help="relex-jax model directory, gliner directory or hub id")
@@ -384,9 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                     help="malformed records: fail (default) or skip them with a count")
     ev.add_argument("--output", help="JSON report path (default: eval_<data name>.json here; replaced if present)")
+    add_compilation_cache_argument(ev)
     ev.set_defaults(func=evaluate)
     tr = sub.add_parser("train", help="train from a YAML config (see configs/); resumable")
     add_train_arguments(tr)
+    add_compilation_cache_argument(tr)
     tr.set_defaults(func=train)
     return parser
 
@@ -398,6 +408,14 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adjacency-threshold", type=float, help="adjacency-head threshold (default: --threshold)")
     parser.add_argument("--nested", action="store_true", help="allow nested entities (gliner's flat_ner=False)")
     parser.add_argument("--multi-label", action="store_true", help="allow several labels per span")
+
+
+def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """`--compilation-cache`, shared by the commands that compile (`relex_jax.compilation_cache`)."""
+    parser.add_argument("--compilation-cache", metavar="DIR|off",
+                        help="persistent XLA compilation cache: a directory, or off "
+                             "(default: $RELEX_JAX_COMPILATION_CACHE, else $XDG_CACHE_HOME/relex_jax/xla "
+                             "or ~/.cache/relex_jax/xla)")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,8 @@ from relex_jax.checkpoint.convert import RELEX_CONFIG, load_relex_dir
 from relex_jax.checkpoint.gliner import GLINER_CONFIG, load_gliner_checkpoint
 from relex_jax.config import RelexConfig
 from relex_jax.data.labels import LabelSet, normalize_labels
-from relex_jax.data.processor import build_batch, split_words, window_starts
+from relex_jax.data.packing import check_packable, first_fit, pack_batch
+from relex_jax.data.processor import _bucket, build_batch, split_words, window_starts
 from relex_jax.decoding import (
     EntitySpan,
     Relation,
@@ -49,6 +50,9 @@ SHAPE_BUCKETS = {
     "relations": (2, 4, 8, 16, 32, 64),
 }
 LONG_TEXT_MODES = ("window", "truncate")
+# Default packed row length: a few short texts per row; attention cost grows with the row, the
+# rest of the encoder only with real tokens.
+PACKED_ROW_TOKENS = 256
 
 
 class _Piece(NamedTuple):
@@ -115,28 +119,33 @@ class RelexModel:
 
     @functools.cached_property
     def _stages(self):
-        """The two jitted stages: span scoring, then relations under a static entity cap."""
+        """The jitted stages: span scoring (one text per row, or packed rows), then relations
+        under a static entity cap."""
         score = jax.jit(functools.partial(self.module.apply, method=RelexModule.score_spans))
+        score_packed = jax.jit(functools.partial(self.module.apply, method=RelexModule.score_packed_spans))
         relate = jax.jit(functools.partial(self.module.apply, method=RelexModule.relate),
                          static_argnames=("max_entities",))
-        return score, relate
+        return score, score_packed, relate
 
     def forward(
-        self, inputs: tuple, threshold: float, max_entities: int | None = None, adjacency_threshold: float | None = None
+        self, inputs: tuple, threshold: float, max_entities: int | None = None, adjacency_threshold: float | None = None,
+        packed: bool = False,
     ) -> RelexOutput:
-        """Run the model on prepared inputs (the positional arguments of `RelexModule`, without
-        the thresholds), rows split over `devices`, whose count must divide the batch.
+        """Run the model on prepared inputs (the positional arguments of `RelexModule`, or with
+        `packed` of `RelexModule.score_packed_spans` (`PackedBatch.model_inputs()`), without the
+        thresholds), rows and texts split over `devices`, whose count must divide both.
 
         The entity cap E is sized per batch from the span stage's counts (the next power of
         two, at least `MIN_ENTITY_CAP`), so nothing is cut and texts with few entities do not
         pay for a large pair grid; a pinned `max_entities` too small for the batch raises."""
-        rows = len(inputs[0])
-        if rows % len(self.devices):
-            raise ValueError(f"a batch of {rows} rows cannot be split evenly over {len(self.devices)} devices")
+        span_at = 6 if packed else 4  # position of span_mask; the entity prompt mask follows its index
+        for what, count in (("rows", len(inputs[0])), ("texts", len(inputs[span_at]))):
+            if count % len(self.devices):
+                raise ValueError(f"a batch of {count} {what} cannot be split evenly over {len(self.devices)} devices")
         inputs = jax.device_put(tuple(inputs), self._rows)
-        score, relate = self._stages
+        score, score_packed, relate = self._stages
         start = time.perf_counter()
-        scores = score(self.variables, *inputs, np.float32(threshold))
+        scores = (score_packed if packed else score)(self.variables, *inputs, np.float32(threshold))
         needed = int(np.asarray(scores.entity_count).max(initial=0))
         if max_entities is not None and needed > max_entities:
             raise ValueError(
@@ -145,7 +154,7 @@ class RelexModel:
             )
         cap = max_entities or max(MIN_ENTITY_CAP, 1 << max(needed - 1, 0).bit_length())
         edge = None if adjacency_threshold is None else np.float32(adjacency_threshold)
-        span_mask, entity_prompt_mask = inputs[4], inputs[6]
+        span_mask, entity_prompt_mask = inputs[span_at], inputs[span_at + 2]
         out = relate(self.variables, scores, span_mask, entity_prompt_mask, np.float32(threshold), edge, max_entities=cap)
         signature = (tuple(x.shape for x in inputs), cap)
         if signature not in self.compiled_shapes:
@@ -170,6 +179,7 @@ class RelexModel:
         long_texts: str = "window",
         window_size: int | None = None,
         window_stride: int | None = None,
+        packing: bool | int = False,
     ):
         """Extract entities (and relations) from texts, as gliner's `inference`.
 
@@ -189,6 +199,10 @@ class RelexModel:
                 `window_stride` words apart (default: three quarters of a window), and merged
                 (see `merge_windows`); "truncate" cuts them to their first `window_size` words as
                 gliner does, with a warning naming the text.
+            packing: True (rows of `PACKED_ROW_TOKENS` tokens) or a row length: the texts of a
+                batch share rows of the encoder's input instead of one padded row each (see
+                `relex_jax.data.packing`); same results (scores within float rounding), less
+                padding. Rows grow to hold the batch's longest text.
 
         Returns:
             (entities, relations): one list of gliner-format dicts per text, or only entities.
@@ -201,7 +215,7 @@ class RelexModel:
         splits = [split_words(text) for text in texts]
         results = self._extract(
             [words for words, _, _ in splits], labels, relations, threshold, adjacency_threshold, relation_threshold,
-            flat_ner, multi_label, batch_size, return_relations, long_texts, window_size, window_stride,
+            flat_ner, multi_label, batch_size, return_relations, long_texts, window_size, window_stride, packing,
         )
         all_entities, all_relations = [], []
         for text, (_, starts, ends), (spans, rels) in zip(texts, splits, results):
@@ -225,6 +239,7 @@ class RelexModel:
         long_texts: str = "window",
         window_size: int | None = None,
         window_stride: int | None = None,
+        packing: bool | int = False,
     ) -> tuple[list[list[WordEntity]], list[list[WordRelation]]]:
         """`inference` on texts already split into words (a dataset's own tokens), in word positions.
 
@@ -237,7 +252,7 @@ class RelexModel:
             words: one sequence of words (list or tuple of strings) per text; a text with no
                 words gives no entities. A single text is `[words]`, not `words`.
             labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner,
-            multi_label, batch_size, long_texts, window_size, window_stride: as `inference`
+            multi_label, batch_size, long_texts, window_size, window_stride, packing: as `inference`
                 (windows and truncation count these words).
 
         Returns:
@@ -264,7 +279,7 @@ class RelexModel:
         self._check_words_tokenize(texts)
         results = self._extract(
             texts, labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label,
-            batch_size, True, long_texts, window_size, window_stride,
+            batch_size, True, long_texts, window_size, window_stride, packing,
         )
         entities = [[WordEntity(s.start, s.end, s.label, s.score) for s in spans] for spans, _ in results]
         rels = [[WordRelation(r.head, r.tail, r.label, r.score) for r in text_rels] for _, text_rels in results]
@@ -287,7 +302,7 @@ class RelexModel:
 
     def _extract(self, words: list[list[str]], labels, relations, threshold, adjacency_threshold,
                  relation_threshold, flat_ner, multi_label, batch_size, return_relations, long_texts,
-                 window_size, window_stride) -> list[tuple[list[EntitySpan], list[Relation]]]:
+                 window_size, window_stride, packing=False) -> list[tuple[list[EntitySpan], list[Relation]]]:
         """The shared path of `inference` and `inference_words`: validate labels and settings,
         cut texts into pieces, batch them by length, forward, decode, merge windows. Returns per
         text its decoded spans (text word positions) and relations ([] for a text with no words)."""
@@ -299,6 +314,7 @@ class RelexModel:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        row_tokens = _packed_row_tokens(packing, self.config)
         relation_threshold = threshold if relation_threshold is None else relation_threshold
         if self.tokenizer is None:
             raise ValueError(f"{self.model_dir} has no tokenizer.json, so texts cannot be tokenized")
@@ -312,7 +328,7 @@ class RelexModel:
         for chunk in range(0, len(order), batch_size):
             batch = [pieces[i] for i in order[chunk : chunk + batch_size]]
             decoded = self._run(batch, entity_sets, relation_sets, threshold, adjacency_threshold,
-                                relation_threshold, flat_ner, multi_label, return_relations)
+                                relation_threshold, flat_ner, multi_label, return_relations, row_tokens)
             for piece, result in zip(batch, decoded):
                 results[piece.text].append(result)
         merged = []
@@ -369,8 +385,9 @@ class RelexModel:
         return pieces
 
     def _run(self, pieces: list[_Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet], threshold,
-             adjacency_threshold, relation_threshold, flat_ner, multi_label, return_relations):
-        """Forward and decode one batch of pieces; spans come back in text word positions."""
+             adjacency_threshold, relation_threshold, flat_ner, multi_label, return_relations, row_tokens=None):
+        """Forward and decode one batch of pieces (packed into rows of `row_tokens` tokens, or one
+        padded row each when None); spans come back in text word positions."""
         cfg = self.config
         rows = _bucket_rows(len(pieces), len(self.devices))
         padded = pieces + [pieces[-1]] * (rows - len(pieces))  # filler rows repeat a real one; dropped below
@@ -380,10 +397,20 @@ class RelexModel:
             self.tokenizer, [p.words for p in padded], [e.prompts for e in ents], [r.prompts for r in rels],
             ent_token=cfg.ent_token, sep_token=cfg.sep_token, rel_token=cfg.rel_token, max_width=cfg.max_width,
             pad_id=self.config.encoder.pad_token_id, pooling=cfg.subtoken_pooling,
-            embed_ent_token=cfg.embed_ent_token, embed_rel_token=cfg.embed_rel_token, buckets=SHAPE_BUCKETS,
+            embed_ent_token=cfg.embed_ent_token, embed_rel_token=cfg.embed_rel_token,
+            buckets={k: v for k, v in SHAPE_BUCKETS.items() if not (row_tokens and k == "tokens")},
         )
-        self._check_positions(batch.input_ids.shape[1])
-        out = self.forward(batch.model_inputs(), threshold, adjacency_threshold=adjacency_threshold)
+        if row_tokens:
+            self._check_positions(int(batch.attention_mask.sum(1).max()))
+            longest = int(batch.input_ids.shape[1])
+            row_tokens = row_tokens if longest <= row_tokens else _bucket(longest, SHAPE_BUCKETS["tokens"])
+            grid_rows = first_fit(batch.attention_mask.sum(1), row_tokens)[2]
+            inputs = pack_batch(batch, row_tokens, _bucket_rows(grid_rows, len(self.devices)),
+                                pad_id=cfg.encoder.pad_token_id).model_inputs()
+        else:
+            self._check_positions(batch.input_ids.shape[1])
+            inputs = batch.model_inputs()
+        out = self.forward(inputs, threshold, adjacency_threshold=adjacency_threshold, packed=bool(row_tokens))
         n = len(pieces)
         names = [e.names for e in ents[:n]]
         spans = decode_entities(np.asarray(out.entity_logits)[:n], batch.text_lengths[:n], None, names, threshold,
@@ -411,6 +438,16 @@ class RelexModel:
                 f"a batch needs {tokens} tokens but this encoder's absolute positions stop at "
                 f"{enc.max_position_embeddings}; use a smaller window_size or fewer labels"
             )
+
+
+def _packed_row_tokens(packing: bool | int, config: RelexConfig) -> int | None:
+    """Tokens per packed row for `inference(packing=...)`, None without packing."""
+    if packing is False or packing is None:
+        return None
+    if not (packing is True or (type(packing) is int and packing > 0)):
+        raise ValueError(f"packing must be True, False or a positive row length in tokens, got {packing!r}")
+    check_packable(config)
+    return PACKED_ROW_TOKENS if packing is True else packing
 
 
 def _bucket_rows(rows: int, devices: int) -> int:

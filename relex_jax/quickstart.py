@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from relex_jax.compilation_cache import enable_compilation_cache
 from relex_jax.data.synthetic import ENTITY_TYPES, RELATION_TYPES, write_jsonl
 
 SPLIT_SIZES = {"train": 3000, "dev": 64, "test": 200}
@@ -115,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("jax").setLevel(logging.WARNING)  # backend probing (no TPU, no GPU) at INFO
+    enable_compilation_cache(args.compilation_cache)
     workdir = Path(args.workdir).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     run(workdir, args.max_steps)

@@ -35,6 +35,7 @@ from relex_jax.modeling.deberta import (
     _embed,
     _layer_norm,
     checked_encoder_inputs,
+    segment_pair_mask,
     stack_layer_params,
     unstack_layer_params,
 )
@@ -132,10 +133,10 @@ class BertEmbeddings(BertModule):
     """Word + token-type + absolute position embeddings, LayerNorm, dropout (transformers' order)."""
 
     @nn.compact
-    def __call__(self, input_ids, token_type_ids=None, deterministic: bool = True):
+    def __call__(self, input_ids, token_type_ids=None, deterministic: bool = True, position_ids=None):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         seq_len = input_ids.shape[-1]
-        if seq_len > cfg.max_position_embeddings:
+        if position_ids is None and seq_len > cfg.max_position_embeddings:
             raise ValueError(
                 f"sequence length {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings}"
             )
@@ -147,13 +148,14 @@ class BertEmbeddings(BertModule):
         )
         positions = _embed(cfg.max_position_embeddings, cfg.hidden_size, cfg, dt, pdt, (None, "embed"),
                            "position_embeddings")
-        x = x + positions(jnp.arange(seq_len))[None]
+        x = x + (positions(jnp.arange(seq_len))[None] if position_ids is None else positions(position_ids))
         x = _layer_norm(x, cfg, dt, pdt)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
 class BertSelfAttention(BertModule):
-    """Scaled dot-product self-attention; `key_mask` (B, 1, 1, T) hides padded keys from every query."""
+    """Scaled dot-product self-attention; `key_mask` (B, 1, 1, T) hides padded keys from every
+    query, or (B, 1, T, T) keeps each packed example to its own keys (`segment_pair_mask`)."""
 
     @nn.compact
     def __call__(self, hidden, key_mask, deterministic: bool = True):
@@ -222,9 +224,15 @@ class BertEncoder(BertModule):
     scan_layers: bool = False
 
     @nn.compact
-    def __call__(self, embeddings, attention_mask, deterministic: bool = True, output_hidden_states: bool = False):
+    def __call__(self, embeddings, attention_mask, deterministic: bool = True, output_hidden_states: bool = False,
+                 packed: bool = False):
+        """`packed`: `attention_mask` holds segment ids and attention is block-diagonal. Otherwise
+        padded queries see every real key, as in transformers (tests compare them too)."""
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
-        key_mask = attention_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T)
+        if packed:
+            key_mask = segment_pair_mask(attention_mask)  # (B, 1, T, T)
+        else:
+            key_mask = attention_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T)
         hidden, states = embeddings, [embeddings]
         if self.scan_layers:
             scan = nn.scan(
@@ -253,6 +261,8 @@ class BertModel(BertModule):
     `output_hidden_states=True` it returns `(last, (embeddings, layer_1, ..., layer_N))`.
     `remat` recomputes each layer's activations in the backward pass; `scan_layers` runs the
     stack as one `nn.scan` (params stacked under `encoder/layers`, see `stack_layer_params`).
+    Packed rows: `segment_ids` (B, T) instead of `attention_mask`, and `position_ids` that
+    restart at 0 per example, so each example reads the position embeddings it would alone.
     """
 
     remat: bool = False
@@ -266,11 +276,13 @@ class BertModel(BertModule):
         token_type_ids=None,
         deterministic: bool = True,
         output_hidden_states: bool = False,
+        segment_ids=None,
+        position_ids=None,
     ):
-        attention_mask = checked_encoder_inputs(input_ids, attention_mask, token_type_ids)
+        attention_mask = checked_encoder_inputs(input_ids, attention_mask, token_type_ids, segment_ids, position_ids)
         embeddings = BertEmbeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(
-            input_ids, token_type_ids, deterministic
+            input_ids, token_type_ids, deterministic, position_ids
         )
         return BertEncoder(
             self.config, self.dtype, self.param_dtype, self.remat, self.scan_layers, name="encoder"
-        )(embeddings, attention_mask, deterministic, output_hidden_states)
+        )(embeddings, attention_mask, deterministic, output_hidden_states, segment_ids is not None)

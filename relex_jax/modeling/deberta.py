@@ -257,19 +257,19 @@ class DebertaEmbeddings(DebertaModule):
     """Word (+ absolute position, + token type) embeddings, projection, LayerNorm, padding mask."""
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
+    def __call__(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True, position_ids=None):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         seq_len = input_ids.shape[-1]
         emb = cfg.word_embedding_size
         x = _embed(cfg.vocab_size, emb, cfg, dt, pdt, ("vocab", "embed"), "word_embeddings")(input_ids)
         if cfg.position_biased_input:
-            if seq_len > cfg.max_position_embeddings:
+            if position_ids is None and seq_len > cfg.max_position_embeddings:
                 raise ValueError(
                     f"sequence length {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings} "
                     "of this position-biased DeBERTa"
                 )
             table = _embed(cfg.max_position_embeddings, emb, cfg, dt, pdt, (None, "embed"), "position_embeddings")
-            x = x + table(jnp.arange(seq_len))[None]
+            x = x + (table(jnp.arange(seq_len))[None] if position_ids is None else table(position_ids))
         if cfg.type_vocab_size > 0:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
@@ -279,7 +279,7 @@ class DebertaEmbeddings(DebertaModule):
         if emb != cfg.hidden_size:
             x = _dense(cfg.hidden_size, cfg, dt, pdt, (None, "embed"), "embed_proj", use_bias=False)(x)
         x = _layer_norm(x, cfg, dt, pdt)
-        x = x * attention_mask[..., None].astype(x.dtype)
+        x = x * (attention_mask[..., None] > 0).astype(x.dtype)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
@@ -410,7 +410,7 @@ class ConvLayer(DebertaModule):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
             name="conv",
         )(embeddings)
-        mask = attention_mask[..., None].astype(out.dtype)
+        mask = (attention_mask[..., None] > 0).astype(out.dtype)
         out = out * mask
         out = get_activation(cfg.conv_act)(nn.Dropout(cfg.hidden_dropout_prob)(out, deterministic=deterministic))
         return _layer_norm(layer_output + out, cfg, self.dtype, self.param_dtype) * mask
@@ -424,9 +424,9 @@ class DebertaEncoder(DebertaModule):
 
     @nn.compact
     def __call__(self, embeddings, attention_mask, deterministic: bool = True, output_hidden_states: bool = False):
+        """`attention_mask` (B, T) may hold segment ids (packed rows): see `segment_pair_mask`."""
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
-        valid = attention_mask.astype(bool)
-        pair_mask = (valid[:, None, :, None] & valid[:, None, None, :])  # (B, 1, T, T)
+        pair_mask = segment_pair_mask(attention_mask)  # (B, 1, T, T)
 
         rel_embeddings = None
         if cfg.relative_attention:
@@ -462,14 +462,32 @@ class DebertaEncoder(DebertaModule):
         return (hidden, tuple(states)) if output_hidden_states else hidden
 
 
-def checked_encoder_inputs(input_ids, attention_mask, token_type_ids):
-    """The attention mask (all ones when None), after checking every input is (batch, tokens)
-    like `input_ids`: shared by the encoders, whose callers pass the same three arrays."""
+def segment_pair_mask(segment_ids):
+    """(B, T) segment ids -> (B, 1, T, T): query and key in the same non-padding segment.
+
+    A 0/1 attention mask is the one-segment case (real query and real key). Packed rows hold
+    several examples numbered 1, 2, ... (0 = padding): attention is block-diagonal, so every
+    example sees only its own tokens, exactly as if it were encoded alone. The mask has the
+    score tensor's (T, T) shape, broadcast over heads.
+    """
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return (same & (segment_ids[:, None, :] > 0))[:, None]
+
+
+def checked_encoder_inputs(input_ids, attention_mask, token_type_ids, segment_ids=None, position_ids=None):
+    """The attention mask (all ones when None; the segment ids of packed rows when given), after
+    checking every input is (batch, tokens) like `input_ids`: shared by the encoders, whose
+    callers pass the same arrays."""
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {input_ids.shape}")
+    if segment_ids is not None:
+        if attention_mask is not None:
+            raise ValueError("pass either attention_mask or segment_ids (packed rows), not both")
+        attention_mask = segment_ids
     if attention_mask is None:
         attention_mask = jnp.ones_like(input_ids)
-    for name, array in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+    for name, array in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                        ("position_ids", position_ids)):
         if array is not None and array.shape != input_ids.shape:
             raise ValueError(f"{name} shape {array.shape} does not match input_ids shape {input_ids.shape}")
     return attention_mask
@@ -482,6 +500,11 @@ class DebertaV2Model(DebertaModule):
     with `output_hidden_states=True` it returns `(last, (embeddings, layer_1, ..., layer_N))`.
     `remat` recomputes each layer's activations in the backward pass; `scan_layers` runs the
     stack as one `nn.scan` (params stacked under `encoder/layers`, see `stack_layer_params`).
+
+    Packed rows: `segment_ids` (B, T) (1, 2, ... per example, 0 = padding) instead of
+    `attention_mask`, and `position_ids` restarting at 0 per example. Relative positions need
+    nothing more: within a segment, i - j is the distance inside the example. The conv branch
+    (DeBERTa-v2) would mix neighbouring examples, so it refuses packed rows.
     """
 
     remat: bool = False
@@ -495,10 +518,15 @@ class DebertaV2Model(DebertaModule):
         token_type_ids=None,
         deterministic: bool = True,
         output_hidden_states: bool = False,
+        segment_ids=None,
+        position_ids=None,
     ):
-        attention_mask = checked_encoder_inputs(input_ids, attention_mask, token_type_ids)
+        if segment_ids is not None and self.config.conv_kernel_size > 0:
+            raise ValueError("packed rows (segment_ids) are not supported with DeBERTa-v2's conv layer "
+                             "(conv_kernel_size > 0): its kernel would read across examples")
+        attention_mask = checked_encoder_inputs(input_ids, attention_mask, token_type_ids, segment_ids, position_ids)
         embeddings = DebertaEmbeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(
-            input_ids, attention_mask, token_type_ids, deterministic
+            input_ids, attention_mask, token_type_ids, deterministic, position_ids
         )
         return DebertaEncoder(
             self.config, self.dtype, self.param_dtype, self.remat, self.scan_layers, name="encoder"

@@ -81,19 +81,26 @@ class LayersFuser(nn.Module):
         return Linear(h, h, ("embed", "embed"), dt, pdt, name="output_projection")(fused)
 
 
-def pool_words(tokens, words_mask, attention_mask, num_words: int, mode: str):
-    """Token vectors (B, T, D) -> word vectors (B, W, D) as gliner's `extract_word_embeddings`.
+def word_slots(words_mask, token_texts, num_texts: int, num_words: int):
+    """The flat word slot n*W + w of each token in the (N, W) word grid; N*W marks tokens of no word.
 
-    `words_mask` holds 1-based word indices (0 = not a word token); first/last mark one token per
-    word, mean/max every sub-token. Words without tokens stay 0.
+    `words_mask` (rows, T) is gliner's 1-based word index per selected token (0 elsewhere),
+    `token_texts` (rows, T) the text each token belongs to: the row itself without packing,
+    the text slot of its segment in packed rows.
     """
-    batch, _, dim = tokens.shape
     valid = (words_mask > 0) & (words_mask <= num_words)
-    if mode in ("mean", "max"):
-        valid &= attention_mask.astype(bool)
-    segment = jnp.where(valid, jnp.arange(batch)[:, None] * num_words + words_mask - 1, batch * num_words)
-    segment, flat = segment.reshape(-1), tokens.reshape(-1, dim)
-    segments = batch * num_words + 1  # the last one collects non-word tokens, then is dropped
+    return jnp.where(valid, token_texts * num_words + words_mask - 1, num_texts * num_words)
+
+
+def pool_words(tokens, slots, num_texts: int, num_words: int, mode: str):
+    """Token vectors (rows, T, D) -> word vectors (num_texts, W, D) as gliner's `extract_word_embeddings`.
+
+    `slots` (rows, T): the flat word slot of each token (`word_slots`), num_texts*W for none.
+    first/last pick one token per word, mean/max every sub-token. Words without tokens stay 0.
+    """
+    dim = tokens.shape[-1]
+    segment, flat = slots.reshape(-1), tokens.reshape(-1, dim)
+    segments = num_texts * num_words + 1  # the last one collects non-word tokens, then is dropped
     if mode == "max":
         pooled = jax.ops.segment_max(flat, segment, segments)
         counts = jax.ops.segment_sum(jnp.ones_like(segment), segment, segments)
@@ -103,12 +110,14 @@ def pool_words(tokens, words_mask, attention_mask, num_words: int, mode: str):
         if mode == "mean":
             counts = jax.ops.segment_sum(jnp.ones_like(segment), segment, segments)
             pooled = pooled / jnp.maximum(counts, 1)[:, None].astype(pooled.dtype)
-    return pooled[:-1].reshape(batch, num_words, dim)
+    return pooled[:-1].reshape(num_texts, num_words, dim)
 
 
-def gather_prompts(tokens, prompt_index, prompt_mask):
-    """Prompt vectors (B, P, D) at token positions `prompt_index` (B, P); padded slots are 0."""
-    vectors = jnp.take_along_axis(tokens, prompt_index[..., None].astype(jnp.int32), axis=1)
+def gather_prompts(tokens, flat_index, prompt_mask):
+    """Prompt vectors (N, P, D) at flat positions `flat_index` (N, P) of the (rows*T) token grid;
+    padded slots are 0."""
+    flat = tokens.reshape(-1, tokens.shape[-1])
+    vectors = jnp.take(flat, flat_index.astype(jnp.int32), axis=0)
     return vectors * prompt_mask[..., None].astype(vectors.dtype)
 
 
@@ -144,13 +153,17 @@ class RelexModule(nn.Module):
         if cfg.has_adjacency_head:
             self.adjacency = AdjacencyHead(cfg.relations_layer, d, dt, pdt)
 
-    def encode(self, input_ids, attention_mask, deterministic: bool = True):
-        """Token vectors (B, T, D): backbone, optional layer fusion, optional projection."""
+    def encode(self, input_ids, attention_mask, deterministic: bool = True, segment_ids=None, position_ids=None):
+        """Token vectors (B, T, D): backbone, optional layer fusion, optional projection.
+        Packed rows pass `segment_ids` and `position_ids` instead of `attention_mask`."""
+        packed = {} if segment_ids is None else {"segment_ids": segment_ids, "position_ids": position_ids}
         if self.config.fuse_layers:
+            if packed:  # the fuser's squeeze averages over a whole row: it would mix the examples
+                raise ValueError("packed rows are not supported with fuse_layers=True")
             _, states = self.backbone(input_ids, attention_mask, deterministic=deterministic, output_hidden_states=True)
             tokens = self.layers_fuser(jnp.stack(states[1:], axis=1))
         else:
-            tokens = self.backbone(input_ids, attention_mask, deterministic=deterministic)
+            tokens = self.backbone(input_ids, attention_mask, deterministic=deterministic, **packed)
         if self.config.hidden_size != self.config.encoder.hidden_size:
             tokens = self.projection(tokens)
         return tokens
@@ -170,13 +183,53 @@ class RelexModule(nn.Module):
         deterministic: bool = True,
     ) -> SpanScores:
         """First stage: encoder, word and prompt vectors, entity logits, and how many spans per
-        text pass `threshold` (what the relation stage's cap E must hold)."""
-        num_words = span_mask.shape[1]
+        text pass `threshold` (what the relation stage's cap E must hold). One text per row."""
+        batch, seq_len = input_ids.shape
         tokens = self.encode(input_ids, attention_mask, deterministic)
+        rows = jnp.broadcast_to(jnp.arange(batch)[:, None], words_mask.shape)
+        if self.config.subtoken_pooling in ("mean", "max"):  # every sub-token counts: only attended ones
+            words_mask = jnp.where(attention_mask.astype(bool), words_mask, 0)
+        row_start = (jnp.arange(batch) * seq_len)[:, None]
+        return self._score_tokens(
+            tokens, words_mask, rows, text_lengths, span_mask, entity_prompt_index + row_start, entity_prompt_mask,
+            relation_prompt_index + row_start, relation_prompt_mask, threshold, deterministic,
+        )
+
+    def score_packed_spans(
+        self,
+        input_ids,  # (rows, T) several texts per row
+        segment_ids,  # (rows, T) 1, 2, ... per text in the row, 0 = padding
+        position_ids,  # (rows, T) token position within its text
+        words_mask,  # (rows, T) gliner's 1-based word index within its text, 0 elsewhere
+        token_texts,  # (rows, T) the text slot (0..N-1) of each token
+        text_lengths,  # (N,) words per text; 0 for unused text slots
+        span_mask,  # (N, W, K)
+        entity_prompt_index,  # (N, C) flat positions r*T + t in the token grid
+        entity_prompt_mask,  # (N, C)
+        relation_prompt_index,  # (N, R)
+        relation_prompt_mask,  # (N, R)
+        threshold,
+        deterministic: bool = True,
+    ) -> SpanScores:
+        """`score_spans` on packed rows (`relex_jax.data.packing.PackedBatch`): the encoder runs
+        on the (rows, T) grid with block-diagonal attention, then everything is per text (N)."""
+        tokens = self.encode(input_ids, None, deterministic, segment_ids, position_ids)
+        return self._score_tokens(
+            tokens, words_mask, token_texts, text_lengths, span_mask, entity_prompt_index, entity_prompt_mask, relation_prompt_index,
+            relation_prompt_mask, threshold, deterministic,
+        )
+
+    def _score_tokens(self, tokens, words_mask, token_texts, text_lengths, span_mask, entity_prompt_index,
+                      entity_prompt_mask, relation_prompt_index, relation_prompt_mask, threshold,
+                      deterministic) -> SpanScores:
+        """The first stage after the encoder, per text: words, prompts, spans, entity logits.
+        Prompt indices are flat positions in the (rows * T) token grid."""
+        num_texts, num_words = span_mask.shape[:2]
+        slots = word_slots(words_mask, token_texts, num_texts, num_words)
         entity_prompts = self.prompt_rep(gather_prompts(tokens, entity_prompt_index, entity_prompt_mask), deterministic)
         relation_prompts = gather_prompts(tokens, relation_prompt_index, relation_prompt_mask)  # unprojected
 
-        words = pool_words(tokens, words_mask, attention_mask, num_words, self.config.subtoken_pooling)
+        words = pool_words(tokens, slots, num_texts, num_words, self.config.subtoken_pooling)
         if self.config.num_rnn_layers > 0:
             words = self.rnn(words, text_lengths)
 
@@ -289,6 +342,38 @@ class RelexModule(nn.Module):
             input_ids, attention_mask, words_mask, text_lengths, span_mask, entity_prompt_index,
             entity_prompt_mask, relation_prompt_index, relation_prompt_mask, jnp.float32(0.5), deterministic,
         )  # the threshold only feeds `entity_count`, which training ignores
+        return self._relate_gold(scores, span_mask, entity_prompt_mask, entity_index, entity_mask, gold_pair_mask,
+                                 deterministic)
+
+    def packed_train_outputs(
+        self,
+        input_ids,
+        segment_ids,
+        position_ids,
+        words_mask,
+        token_texts,
+        text_lengths,
+        span_mask,
+        entity_prompt_index,
+        entity_prompt_mask,
+        relation_prompt_index,
+        relation_prompt_mask,
+        entity_index,
+        entity_mask,
+        gold_pair_mask,
+        deterministic: bool = True,
+    ) -> RelexOutput:
+        """`train_outputs` on packed rows (inputs as `score_packed_spans`); per-text outputs."""
+        scores = self.score_packed_spans(
+            input_ids, segment_ids, position_ids, words_mask, token_texts, text_lengths, span_mask,
+            entity_prompt_index, entity_prompt_mask, relation_prompt_index, relation_prompt_mask, jnp.float32(0.5),
+            deterministic,
+        )
+        return self._relate_gold(scores, span_mask, entity_prompt_mask, entity_index, entity_mask, gold_pair_mask,
+                                 deterministic)
+
+    def _relate_gold(self, scores, span_mask, entity_prompt_mask, entity_index, entity_mask, gold_pair_mask,
+                     deterministic) -> RelexOutput:
         return self.relate(
             scores, span_mask, entity_prompt_mask, jnp.float32(0.5), None, entity_index.shape[1], deterministic,
             entity_index=entity_index, entity_mask=entity_mask, gold_pair_mask=gold_pair_mask,
