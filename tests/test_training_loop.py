@@ -388,3 +388,70 @@ def test_sigkilled_process_resumes_to_the_same_parameters(tmp_path):
     assert losses(tmp_path / "killed") == losses(tmp_path / "full")
     for (path, x), (_, y) in zip(final_params(tmp_path / "full"), final_params(tmp_path / "killed")):
         np.testing.assert_array_equal(y, x, err_msg=jax.tree_util.keystr(path))
+
+
+def packed_config(**data):
+    return small_config(data={"buckets": None, "packing": {}, **data})
+
+
+def test_packed_stream_takes_every_text_in_order_whole(tmp_path):
+    from relex_jax.data.training import CollateConfig
+    from relex_jax.training.init import initial_model
+    from relex_jax.training.packing import PackedStream, plan_packing
+
+    config = packed_config()
+    examples = generate_examples(40, seed=3, split="train")
+    init = initial_model(config.model, jax.random.PRNGKey(0), tmp_path, (ex.tokens for ex in examples))
+    collate_config = CollateConfig.from_relex_config(init.config, type_order="sorted")
+    buckets = default_buckets(examples, collate_config)
+    plan = plan_packing(examples, init.tokenizer, collate_config, 8, buckets, {}, seed=3)
+    stream = PackedStream(examples, plan, init.tokenizer, collate_config, buckets, seed=3)
+    order = [stream._example(i) for i in range(3 * len(examples))]  # three epochs, in stream order
+    taken = 0
+    for step in range(12):
+        batch, epoch, texts, packed = stream.step_batch(step)
+        assert 1 <= texts <= plan.max_texts and epoch == taken // len(examples)
+        assert batch.input_ids.shape == (plan.rows, plan.tokens_per_row)  # one grid for every step
+        # the step holds exactly the next texts of the stream, each whole: every word of each
+        # text has its tokens in the grid, in one segment of one row
+        lengths = [len(ex.tokens) for ex in order[taken: taken + texts]]
+        np.testing.assert_array_equal(packed.text_lengths[:texts], lengths)
+        real = packed.segment_ids > 0
+        for n, length in enumerate(lengths):
+            mine = real & (packed.token_texts == n)
+            rows = np.nonzero(mine.any(1))[0]
+            assert len(rows) == 1 and len(np.unique(packed.segment_ids[mine])) == 1
+            assert sorted(set(packed.words_mask[mine]) - {0}) == list(range(1, length + 1))
+        assert not packed.span_mask[texts:].any()
+        taken += texts
+    assert stream.consumed == taken > len(examples)  # crossed an epoch boundary, nothing skipped
+
+
+def test_packed_run_compiles_at_most_three_times_with_little_padding(tmp_path):
+    summary = train(packed_config(), tmp_path / "run", devices=jax.devices()[:1])
+    assert 1 <= summary["compilations"] <= 3
+    assert summary["padded_token_fraction"] <= 0.10
+    records = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert all(r["texts"] >= 1 for r in records) and records[-1]["compilations"] == summary["compilations"]
+
+
+def test_packed_killed_run_resumes_bit_exactly(tmp_path):
+    config = packed_config()
+    devices = jax.devices()[:2]
+    full = train(config, tmp_path / "full", devices=devices)
+    train(config, tmp_path / "resumed", devices=devices, stop_at_step=3)
+    resumed = train(config, tmp_path / "resumed", resume=True, devices=devices)
+    assert resumed["step"] == full["step"] == 6
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "full")
+    for (path, x), (_, y) in zip(final_params(tmp_path / "full"), final_params(tmp_path / "resumed")):
+        np.testing.assert_array_equal(y, x, err_msg=jax.tree_util.keystr(path))
+    changed = dataclasses.replace(config, data=dataclasses.replace(config.data, packing={"max_texts": 20}))
+    with pytest.raises(ValueError, match="packing"):
+        train(changed, tmp_path / "resumed", resume=True, devices=devices)
+
+
+def test_packing_settings_are_checked():
+    with pytest.raises(ValueError, match="data.packing.row_tokens is not a packing setting"):
+        packed_config(packing={"row_tokens": 128})
+    with pytest.raises(ValueError, match="exclude each other"):
+        small_config(data={"packing": {}})

@@ -48,12 +48,23 @@ class DataConfig:
     # Padded sizes per dimension (BUCKET_KEYS), replacing loop.default_buckets' for the dimensions
     # named; [] keeps a dimension's exact per-batch size.
     buckets: dict[str, list[int]] | None = None
+    # Packed steps (relex_jax.training.packing): null = gliner-shaped batches of `batch_size`
+    # texts; {} = packing with defaults; keys tokens_per_row, rows, max_texts, word_sizes.
+    packing: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError("data.batch_size must be positive")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.packing is not None:
+            from relex_jax.training.packing import check_packing_settings
+
+            if not isinstance(self.packing, dict):
+                raise ValueError(f"data.packing must be a mapping (or null), got {self.packing!r}")
+            check_packing_settings(self.packing)
+            if self.buckets:
+                raise ValueError("data.buckets and data.packing exclude each other: packing fixes every size itself")
         for key, sizes in (self.buckets or {}).items():
             if key not in BUCKET_KEYS:
                 raise ValueError(f"data.buckets.{key} is not a bucketed dimension; known: {', '.join(BUCKET_KEYS)}")

@@ -284,6 +284,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
     from relex_jax.training.init import initial_model
     from relex_jax.training.losses import LossConfig
     from relex_jax.training.optim import make_optimizer
+    from relex_jax.training.sharding import batch_rows_multiple as rows_multiple
     from relex_jax.training.sharding import batch_sharding, global_batch, replicated, train_state_shardings
     from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module
 
@@ -317,7 +318,22 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                               params_host, batch_stats_host)
     state_sharding = train_state_shardings(abstract, mesh)
     rng = jax.random.key(config.seed)
-    stream = BatchStream(train_examples, config.data.batch_size // hosts, config.seed, host)
+    if config.data.packing is not None:
+        from relex_jax.data.packing import check_packable
+        from relex_jax.training.packing import PackedStream, plan_packing
+
+        check_packable(relex_config)
+        if hosts > 1:
+            raise ValueError("data.packing is single-host for now (each host's stream position would differ); "
+                             "train multi-host without it")
+        plan = plan_packing(train_examples, init.tokenizer, collate_config, config.data.batch_size, buckets,
+                            config.data.packing, config.seed, rows_multiple(mesh))
+        stream = PackedStream(train_examples, plan, init.tokenizer, collate_config, buckets, config.seed, host)
+        if primary:
+            log.info("packing: %d rows x %d tokens, up to %d texts per step, word sizes %s, %d gold entities",
+                     plan.rows, plan.tokens_per_row, plan.max_texts, list(plan.word_sizes), plan.gold_entities)
+    else:
+        stream = BatchStream(train_examples, config.data.batch_size // hosts, config.seed, host)
     if latest is not None:
         target = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                         abstract, state_sharding)
@@ -344,7 +360,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
         (workdir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         log.info("mesh %s over %d devices; %d micro-steps (%d optimizer steps), global batch %d",
                  dict(mesh.shape), mesh.size, total_steps, optim.max_steps, config.data.batch_size)
-        dropped = len(train_examples) % stream.rows
+        dropped = 0 if config.data.packing is not None else len(train_examples) % stream.rows
         if dropped:
             log.info("each epoch defers %d of %d examples to a later epoch (full batches only)", dropped,
                      len(train_examples))
@@ -387,15 +403,23 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
 
         progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, desc="train")
     window: list[dict[str, Any]] = []
+    shapes = _StepShapes()
     window_start = time.perf_counter()
     first_loss = last_loss = None
     step = start_step
     try:
         while step < total_steps:
-            examples, collate_rng, epoch = stream.batch(batch_number)
-            collated = collate(examples, init.tokenizer, collate_config, collate_rng, buckets=buckets)
-            local = _agree_shapes(StepBatch.from_training_batch(collated), pad_id)
+            if config.data.packing is not None:
+                local, epoch, texts, _ = stream.step_batch(batch_number)
+                real_tokens = int((local.segment_ids > 0).sum())
+            else:
+                examples, collate_rng, epoch = stream.batch(batch_number)
+                collated = collate(examples, init.tokenizer, collate_config, collate_rng, buckets=buckets)
+                local = _agree_shapes(StepBatch.from_training_batch(collated), pad_id)
+                texts, real_tokens = len(examples), int(local.attention_mask.sum())
+            shapes.note(local, real_tokens)
             state, metrics = train_step(state, global_batch(local, mesh), rng)
+            metrics = dict(metrics, texts=texts)
             batch_number += 1
             step += 1
             window.append(metrics)
@@ -405,10 +429,12 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                 fetched = jax.device_get(window)
                 elapsed = time.perf_counter() - window_start
                 record = {"step": step, "epoch": epoch}
-                for key in fetched[-1]:
+                for key in fetched[-1].keys() - {"texts"}:
                     values = [float(m[key]) for m in fetched]
                     record[key] = values[-1] if key in ("learning_rate", "others_lr") else sum(values) / len(values)
-                record["examples_per_second"] = len(fetched) * config.data.batch_size / max(elapsed, 1e-9)
+                record["texts"] = sum(int(m["texts"]) for m in fetched)
+                record["examples_per_second"] = record["texts"] / max(elapsed, 1e-9)
+                record.update(shapes.summary())
                 writers.write(record)
                 first_loss = record["loss"] if first_loss is None else first_loss
                 last_loss = record["loss"]
@@ -421,7 +447,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                                              "before it is intact (lower the learning rate and --resume)")
             checkpoints.maybe_save(step, state, rng, stream.position(batch_number))
             if step == stop_at_step:
-                return {"stopped_at": step, "first_loss": first_loss, "last_loss": last_loss}
+                return {"stopped_at": step, "first_loss": first_loss, "last_loss": last_loss, **shapes.summary()}
             if config.data.dev and step % config.eval.every_n_steps == 0 and step < total_steps:
                 evaluate(step)
         checkpoints.maybe_save(step, state, rng, stream.position(batch_number), force=True)
@@ -433,11 +459,34 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
             save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
             log.info("final model written to %s", workdir / "model")
         return {"step": step, "first_loss": first_loss, "last_loss": last_loss, "eval": report, "best": best,
-                "model_dir": str(workdir / "model")}
+                "model_dir": str(workdir / "model"), **shapes.summary()}
     finally:
         if progress is not None:
             progress.close()
         writers.close()
+
+
+class _StepShapes:
+    """Counts the train step's compilations (one per distinct batch shape this process feeds it)
+    and the padded share of the encoder's token grid, for the logs and the run summary."""
+
+    def __init__(self):
+        self.seen: set = set()
+        self.real_tokens = self.grid_tokens = 0
+
+    def note(self, batch, real_tokens: int) -> None:
+        signature = tuple((f.name, getattr(batch, f.name).shape) for f in dataclasses.fields(batch)
+                          if getattr(batch, f.name) is not None)
+        if signature not in self.seen:
+            self.seen.add(signature)
+            log.info("train step compiles for new batch shapes (%d so far): %s", len(self.seen),
+                     {name: shape for name, shape in signature})
+        self.real_tokens += real_tokens
+        self.grid_tokens += batch.input_ids.size
+
+    def summary(self) -> dict[str, Any]:
+        padded = 1.0 - self.real_tokens / self.grid_tokens if self.grid_tokens else 0.0
+        return {"compilations": len(self.seen), "padded_token_fraction": round(padded, 6)}
 
 
 def _host_tree(tree):

@@ -1,7 +1,8 @@
 """The training step: gliner's training forward, its three losses, and a jitted AdamW update.
 
 - `StepBatch`: the arrays of a collated `TrainingBatch` (`relex_jax.data.training.collate`), a
-  pytree for `jit` (numpy leaves are fine; shardings can be attached to it later).
+  pytree for `jit` (numpy leaves are fine; shardings can be attached to it later);
+  `PackedStepBatch` the same with the texts packed into shared encoder rows.
 - `compute_loss` / `loss_fn(params, batch, ...)`: `RelexModule.train_outputs` (gold entities and
   gold pairs, as gliner's forward with labels, spec §7, §8.2) and the span, adjacency and relation
   losses combined as gliner's forward (spec §10.4, `relex_jax.training.losses`).
@@ -27,6 +28,7 @@ import numpy as np
 import optax
 
 from relex_jax.config import RelexConfig
+from relex_jax.data.packing import PackedBatch
 from relex_jax.data.training import TrainingBatch
 from relex_jax.modeling.relex import RelexModule, RelexOutput
 from relex_jax.training.losses import LossConfig, adjacency_loss, combine_losses, relation_loss, span_loss
@@ -76,6 +78,56 @@ class StepBatch:
 
 
 @flax.struct.dataclass
+class PackedStepBatch:
+    """A training batch whose texts share packed encoder rows (`relex_jax.data.packing`): the
+    token grid (rows, T), then per-text arrays over N text slots (unused slots fully masked)."""
+
+    input_ids: Any  # (rows, T)
+    segment_ids: Any  # (rows, T)
+    position_ids: Any  # (rows, T)
+    words_mask: Any  # (rows, T)
+    token_texts: Any  # (rows, T)
+    text_lengths: Any  # (N,)
+    span_mask: Any  # (N, W, K)
+    entity_prompt_index: Any  # (N, C) flat grid positions
+    entity_prompt_mask: Any  # (N, C)
+    relation_prompt_index: Any  # (N, R)
+    relation_prompt_mask: Any  # (N, R)
+    entity_labels: Any  # (N, W, K, C)
+    entity_index: Any  # (N, E)
+    entity_mask: Any  # (N, E)
+    relation_labels: Any  # (N, E, E, R)
+    pair_mask: Any  # (N, E, E)
+    adjacency: Any = None  # (N, E, E)
+
+    @classmethod
+    def from_training_batch(cls, batch: TrainingBatch, packed: PackedBatch) -> "PackedStepBatch":
+        """`packed` is `pack_batch(batch.inputs, ...)`; the targets are padded to its N slots."""
+        slots = len(packed.text_lengths)
+
+        def per_text(x, dtype):
+            x = np.asarray(x, dtype)
+            return np.pad(x, [(0, slots - len(x))] + [(0, 0)] * (x.ndim - 1))
+
+        return cls(
+            *(np.asarray(x) for x in packed.model_inputs()),
+            per_text(batch.entity_labels, np.float32),
+            per_text(batch.entity_index, np.int32),
+            per_text(batch.entity_mask, bool),
+            per_text(batch.relation_labels, np.float32),
+            per_text(batch.pair_mask, bool),
+            None if batch.adjacency is None else per_text(batch.adjacency, np.float32),
+        )
+
+    def model_inputs(self) -> tuple:
+        return (
+            self.input_ids, self.segment_ids, self.position_ids, self.words_mask, self.token_texts, self.text_lengths,
+            self.span_mask, self.entity_prompt_index, self.entity_prompt_mask, self.relation_prompt_index,
+            self.relation_prompt_mask,
+        )
+
+
+@flax.struct.dataclass
 class TrainState:
     """Everything a step changes. `step` counts `train_step` calls (micro-batches with gradient
     accumulation); `batch_stats` is empty unless the model has BatchNorm (the TuckER scorer)."""
@@ -118,9 +170,10 @@ def train_forward(
     if batch_stats:
         variables["batch_stats"] = batch_stats
     mutable = ["batch_stats"] if batch_stats and not deterministic else False
+    method = RelexModule.packed_train_outputs if isinstance(batch, PackedStepBatch) else RelexModule.train_outputs
     result = module.apply(
         variables, *batch.model_inputs(), batch.entity_index, batch.entity_mask, batch.pair_mask, deterministic,
-        method=RelexModule.train_outputs, rngs={} if dropout_rng is None else {DROPOUT_RNG: dropout_rng},
+        method=method, rngs={} if dropout_rng is None else {DROPOUT_RNG: dropout_rng},
         mutable=mutable,
     )
     if mutable:
@@ -225,6 +278,7 @@ def make_train_step(
 
 __all__ = [
     "DROPOUT_RNG",
+    "PackedStepBatch",
     "StepBatch",
     "TrainState",
     "compute_loss",
