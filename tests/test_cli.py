@@ -77,13 +77,14 @@ def test_predict_txt_and_jsonl_match_inference(relex_dir, tmp_path, capsys):
     assert rows[2] == {"text": "", "entities": [], "relations": []}
 
     # .jsonl in chunks of 3 lines (the last one partial), labels as a {name: description} mapping, extra fields kept;
-    # an existing output is replaced with --overwrite.
+    # an existing output is replaced with --overwrite; packed rows give the unpacked results.
     mapping = {"PER": "person", "ORG": "organization", "LOC": "location"}
     jsonl = tmp_path / "corpus.jsonl"
     jsonl.write_text("".join(json.dumps({"id": i, "text": t, "meta": {"n": i}}) + "\n" for i, t in enumerate(TEXTS)))
     out.write_text("stale\n")
     assert cli.main(["predict", *common, "--labels", json.dumps(mapping), "--relations", ",".join(RELATIONS),
-                     "--input", str(jsonl), "--output", str(out), "--chunk-size", "3", "--overwrite"]) == 0
+                     "--input", str(jsonl), "--output", str(out), "--chunk-size", "3", "--overwrite",
+                     "--packing"]) == 0
     entities, relations = model.inference(TEXTS, mapping, RELATIONS, threshold=threshold)
     assert {e["label"] for row in entities for e in row} <= set(mapping) and sum(map(len, entities)) > 0
     rows = read_jsonl(out)
@@ -154,7 +155,8 @@ def test_predict_refuses_to_overwrite(tmp_path, capsys):
     assert out.read_text() == "keep me\n"
 
 
-@pytest.mark.parametrize("extra", [["--chunk-size", "0"], ["--batch-size", "-1"], ["--threshold", "1.5"]])
+@pytest.mark.parametrize("extra", [["--chunk-size", "0"], ["--batch-size", "-1"], ["--threshold", "1.5"],
+                                   ["--packing", "0"]])
 def test_predict_rejects_bad_numbers(tmp_path, capsys, extra):
     assert "must be" in predict_error(tmp_path, capsys, *extra)
 
