@@ -7,12 +7,26 @@ grid entries in row-major order are exactly gliner's pairs.
 The pair MLP is `output(ReLU(hidden([h_i; t_j])))` scored against relation prompts. Its first
 layer splits into `h_i @ A + t_j @ B + b` (per entity, O(E D 4D)) and its last layer folds into
 the prompts, so all pairs cost O(E^2 4D R) instead of gliner's O(E^2 (2D 4D + 4D D)).
+
+Memory: the hidden activations of all pairs, (B, E, E, 4D), would be the largest intermediate of
+the whole model at low thresholds (hundreds to thousands of passing spans per text; XLA asked for
+over 100 GB). `relation_logits` therefore scores head rows in chunks of static size, so the pair
+stage holds at most `PAIR_CHUNK_ELEMENTS` hidden values per batch row (or one head row, E * 4D, if
+that is more), plus its (B, E, E, R) output.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+# Pair-MLP hidden values (head rows x E tails x 4D) held at once per batch row: 16 MiB of float32.
+# Per batch row, so that the bound (and whether chunking happens at all) does not depend on batch
+# size or device count: the rest of the model is already linear in B, this makes the pair stage
+# linear in E. Small enough for batches of 32 on a laptop (512 MiB), large enough that training
+# (gold E of a few dozen) and ordinary inference stay a single einsum: E*E*4D <= 2^22 covers
+# E <= 128 at D = 64, E <= 36 at D = 768. Read at call time, so a benchmark can patch it.
+PAIR_CHUNK_ELEMENTS = 1 << 22
 
 
 def passing_spans(entity_logits, span_mask, class_mask, threshold):
@@ -47,14 +61,6 @@ def all_pairs_mask(entity_mask):
     return entity_mask[:, :, None] & entity_mask[:, None, :] & ~jnp.eye(size, dtype=bool)[None]
 
 
-def pair_hidden(pair_mlp, entities, deterministic: bool = True):
-    """The pair MLP's hidden activations for every (head i, tail j): (B, E, E, 4D)."""
-    d = entities.shape[-1]
-    first = pair_mlp.hidden
-    pre = first.part(entities, 0, d)[:, :, None] + first.part(entities, d, 2 * d)[:, None, :]
-    return pair_mlp.activate(pre + first.bias.astype(pair_mlp.dtype), deterministic)
-
-
 def pair_representations(pair_mlp, entities, deterministic: bool = True):
     """gliner's pair representations (B, E, E, D), the straightforward way: MLP([h_i; t_j])."""
     size = entities.shape[1]
@@ -63,8 +69,46 @@ def pair_representations(pair_mlp, entities, deterministic: bool = True):
     return pair_mlp(jnp.concatenate([heads, tails], axis=-1), deterministic)
 
 
-def relation_logits(pair_mlp, entities, relation_prompts, deterministic: bool = True):
-    """Relation logits (B, E, E, R) = pair_rep(i, j) . relation_prompt(r), factorised."""
+def pair_chunk_rows(size: int, width: int, chunk_elements: int | None = None) -> int:
+    """Head rows per chunk for E = `size` entities and hidden width `width` (4D): all E when the
+    whole grid fits in `chunk_elements` (default `PAIR_CHUNK_ELEMENTS`), else as many as fit, at
+    least 1, evened out over the same number of chunks so the last chunk is not mostly padding."""
+    limit = PAIR_CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    if size * size * width <= limit:
+        return size
+    chunks = -(-size // max(1, limit // (size * width)))
+    return -(-size // chunks)
+
+
+def relation_logits(
+    pair_mlp, entities, relation_prompts, deterministic: bool = True, chunk_elements: int | None = None
+):
+    """Relation logits (B, E, E, R) = pair_rep(i, j) . relation_prompt(r), factorised.
+
+    Heads are scored `pair_chunk_rows` rows at a time: one einsum when a single chunk covers E
+    (training and ordinary inference, compiled as before chunking), else a `lax.map` over zero-padded chunks of head rows (padding rows
+    are sliced off), so the (B, rows, E, 4D) hidden block is the largest intermediate for any E. Each
+    chunk is rematerialised under differentiation: its backward pass recomputes the block instead of
+    storing one per chunk, which would bring the E^2 memory back. Dropout gets one key per chunk: a
+    key drawn inside the mapped body is traced once and would give every chunk the same mask.
+    """
+    batch, size, d = entities.shape
+    first = pair_mlp.hidden
     folded, offset = pair_mlp.fold_output(relation_prompts)
-    hidden = pair_hidden(pair_mlp, entities, deterministic)
-    return jnp.einsum("bijh,bhr->bijr", hidden, folded) + offset[:, None, None, :]
+    heads, tails = first.part(entities, 0, d), first.part(entities, d, 2 * d)  # (B, E, 4D) each
+    bias = first.bias.astype(pair_mlp.dtype)
+
+    def score(head_rows, rng=None):  # (B, rows, 4D) -> (B, rows, E, R); rng: None draws from "dropout"
+        pre = head_rows[:, :, None] + tails[:, None, :] + bias
+        hidden = pair_mlp.drop(jax.nn.relu(pre), deterministic, rng)  # ProjectionMLP.activate, with a key
+        return jnp.einsum("bijh,bhr->bijr", hidden, folded) + offset[:, None, None, :]
+
+    rows = pair_chunk_rows(size, heads.shape[-1], chunk_elements)
+    if rows == size:
+        return score(heads)
+    chunks = -(-size // rows)
+    padded = jnp.pad(heads, ((0, 0), (0, chunks * rows - size), (0, 0)))
+    blocks = padded.reshape(batch, chunks, rows, -1).swapaxes(0, 1)  # (chunks, B, rows, 4D)
+    rngs = None if deterministic else jax.random.split(pair_mlp.make_rng("dropout"), chunks)
+    logits = jax.lax.map(lambda xs: jax.checkpoint(score)(*xs), (blocks, rngs))  # (chunks, B, rows, E, R)
+    return logits.swapaxes(0, 1).reshape(batch, chunks * rows, size, -1)[:, :size]
