@@ -180,7 +180,8 @@ def train_relex(start: Path, seed: int, args, directory: Path, compiles: Compile
     log = [json.loads(line) for line in (directory / "relex_run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
     return dict(wall=wall, model_dir=Path(summary["model_dir"]), first_loss=losses[0], last_loss=losses[-1],
-                compiles=n_compiles, compile_s=compile_s)
+                compiles=n_compiles, compile_s=compile_s, step_compilations=summary["compilations"],
+                padded_token_fraction=summary["padded_token_fraction"], texts=sum(r.get("texts", 0) for r in log))
 
 
 def train_gliner(start: Path, seed: int, args, directory: Path, records: list[dict]) -> dict:
@@ -316,6 +317,18 @@ def tables(runs: dict[int, dict[str, dict]], steps: int) -> str:
     return "\n".join(summary) + "\n\n" + "\n".join(rows)
 
 
+def shape_note(relex: list[dict], args) -> str:
+    """The train step's compilations, the padded share of its encoder tokens and the texts it
+    trained on, for runs that recorded them."""
+    if not all("step_compilations" in r for r in relex):
+        return ""
+    texts = statistics.mean(r["texts"] for r in relex)
+    return (f" relex-jax's train step compiled {statistics.mean(r['step_compilations'] for r in relex):.1f} times "
+            f"per run, {100 * statistics.mean(r['padded_token_fraction'] for r in relex):.1f}% of its encoder "
+            f"tokens were padding, and it trained on {texts:.0f} texts per run (gliner: "
+            f"{args.steps * args.batch_size}).")
+
+
 def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=tuple(MODELS), default="tiny")
@@ -390,7 +403,7 @@ def main(argv: list[str] | None = None, script: str = "benchmarks/conll04.py") -
         f"augmentation) on both sides. Wall time: loading the start to the saved model; relex-jax's includes its "
         f"XLA compilations ({statistics.mean(r['compiles'] for r in relex):.0f} per run, "
         f"{statistics.mean(r['compile_s'] for r in relex):.0f} s on average; bucketed shapes) and an Orbax "
-        f"checkpoint. Scores: `relex_jax.evaluation.evaluate` on the test set's own tokens, the 4 entity and 5 "
+        f"checkpoint.{shape_note(relex, args)} Scores: `relex_jax.evaluation.evaluate` on the test set's own tokens, the 4 entity and 5 "
         f"relation types asked for in every text, {thresholds}, micro P/R/F1 in %, gliner's trained weights "
         f"converted with `gliner_to_relex`; sd over seeds. Machine: {machine_line()}"
     )

@@ -406,25 +406,26 @@ def test_packed_stream_takes_every_text_in_order_whole(tmp_path):
     buckets = default_buckets(examples, collate_config)
     plan = plan_packing(examples, init.tokenizer, collate_config, 8, buckets, {}, seed=3)
     stream = PackedStream(examples, plan, init.tokenizer, collate_config, buckets, seed=3)
-    order = [stream._example(i) for i in range(3 * len(examples))]  # three epochs, in stream order
-    taken = 0
+    seen: list[int] = []
     for step in range(12):
-        batch, epoch, texts, packed = stream.step_batch(step)
-        assert 1 <= texts <= plan.max_texts and epoch == taken // len(examples)
+        batch, epoch, taken, packed = stream.step_batch(step)
+        assert 1 <= len(taken) <= plan.max_texts and epoch == min(taken) // len(examples)
         assert batch.input_ids.shape == (plan.rows, plan.tokens_per_row)  # one grid for every step
-        # the step holds exactly the next texts of the stream, each whole: every word of each
-        # text has its tokens in the grid, in one segment of one row
-        lengths = [len(ex.tokens) for ex in order[taken: taken + texts]]
-        np.testing.assert_array_equal(packed.text_lengths[:texts], lengths)
+        # each text of the step is whole: every word has its tokens in the grid, in one segment of one row
+        lengths = [len(stream.example(p).tokens) for p in taken]
+        np.testing.assert_array_equal(packed.text_lengths[: len(taken)], lengths)
         real = packed.segment_ids > 0
         for n, length in enumerate(lengths):
             mine = real & (packed.token_texts == n)
-            rows = np.nonzero(mine.any(1))[0]
-            assert len(rows) == 1 and len(np.unique(packed.segment_ids[mine])) == 1
+            assert len(np.nonzero(mine.any(1))[0]) == 1 and len(np.unique(packed.segment_ids[mine])) == 1
             assert sorted(set(packed.words_mask[mine]) - {0}) == list(range(1, length + 1))
-        assert not packed.span_mask[texts:].any()
-        taken += texts
-    assert stream.consumed == taken > len(examples)  # crossed an epoch boundary, nothing skipped
+        assert not packed.span_mask[len(taken):].any()
+        seen += taken
+        # nothing skipped or repeated: the texts taken so far and the ones waiting are exactly the
+        # stream positions looked at, and none waits behind more than a step's lookahead
+        assert sorted(seen + stream.pending) == list(range(stream.next))
+        assert all(p >= stream.next - plan.max_texts - 8 for p in stream.pending)
+    assert stream.next > len(examples)  # crossed an epoch boundary
 
 
 def test_packed_run_compiles_at_most_three_times_with_little_padding(tmp_path):

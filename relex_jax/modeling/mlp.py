@@ -55,9 +55,10 @@ class ProjectionMLP(nn.Module):
         self.output = Linear(width, self.out_features, ("mlp", "embed"), self.dtype, self.param_dtype)
         self.drop = nn.Dropout(self.dropout)
 
-    def activate(self, pre_activation, deterministic: bool):
-        """ReLU and dropout of the hidden layer, given its pre-activation."""
-        return self.drop(jax.nn.relu(pre_activation), deterministic=deterministic)
+    def activate(self, pre_activation, deterministic: bool, rng=None):
+        """ReLU and dropout of the hidden layer, given its pre-activation (`rng`: the dropout key,
+        default drawn from the "dropout" collection)."""
+        return self.drop(jax.nn.relu(pre_activation), deterministic=deterministic, rng=rng)
 
     def __call__(self, x, deterministic: bool = True):
         return self.output(self.activate(self.hidden(x), deterministic))

@@ -100,7 +100,7 @@ def relation_logits(
 
     def score(head_rows, rng=None):  # (B, rows, 4D) -> (B, rows, E, R); rng: None draws from "dropout"
         pre = head_rows[:, :, None] + tails[:, None, :] + bias
-        hidden = pair_mlp.drop(jax.nn.relu(pre), deterministic, rng)  # ProjectionMLP.activate, with a key
+        hidden = pair_mlp.activate(pre, deterministic, rng)
         return jnp.einsum("bijh,bhr->bijr", hidden, folded) + offset[:, None, None, :]
 
     rows = pair_chunk_rows(size, heads.shape[-1], chunk_elements)

@@ -410,7 +410,8 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
     try:
         while step < total_steps:
             if config.data.packing is not None:
-                local, epoch, texts, _ = stream.step_batch(batch_number)
+                local, epoch, taken, _ = stream.step_batch(batch_number)
+                texts = len(taken)
                 real_tokens = int((local.segment_ids > 0).sum())
             else:
                 examples, collate_rng, epoch = stream.batch(batch_number)

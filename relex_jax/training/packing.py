@@ -34,6 +34,7 @@ DEFAULT_ROW_TOKENS = 256
 DEFAULT_WORD_SIZES = 3
 ROW_MULTIPLE = 32  # rows are rounded up to a multiple of this many tokens
 SAMPLE_BATCHES = 16  # gliner-shaped batches collated to measure the mean text length
+LOOKAHEAD = 4  # texts beyond a step's first misfit tried to fill the grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,10 +153,12 @@ def plan_packing(examples: Sequence[Any], tokenizer, collate_config, batch_size:
 
 
 class PackedStream:
-    """This host's packed steps, a pure function of (seed, host, step, texts consumed before it).
+    """This host's packed steps, a pure function of (seed, host, step, stream position).
 
     Texts come in the order of seeded per-epoch permutations (as `BatchStream`), one epoch after
-    the other without gaps: no text is deferred or skipped, a step may straddle two epochs.
+    the other without gaps. A step takes the longest run of the next texts that fits its grid,
+    then tries the following `LOOKAHEAD` texts one by one to fill what is left; a text tried and
+    not taken waits at the front of the next step. No text is cut, skipped or repeated.
     """
 
     def __init__(self, examples: Sequence[Any], plan: PackingPlan, tokenizer, collate_config, buckets, seed: int,
@@ -163,39 +166,44 @@ class PackedStream:
         self.examples, self.plan, self.tokenizer = examples, plan, tokenizer
         self.collate_config, self.seed, self.host = collate_config, seed, host
         self.buckets = {**buckets, "tokens": [], "words": list(plan.word_sizes), "gold_entities": [plan.gold_entities]}
-        self.consumed = 0
+        self.next = 0  # the first stream position no step has looked at
+        self.pending: list[int] = []  # positions looked at and not taken yet, in stream order
         self._orders: dict[int, np.ndarray] = {}
 
     def position(self, step: int) -> dict[str, Any]:
-        return {"batches": step, "consumed": self.consumed, "examples": len(self.examples), "seed": self.seed,
-                "packing": self.plan.as_dict()}
+        return {"batches": step, "next": self.next, "pending": list(self.pending), "examples": len(self.examples),
+                "seed": self.seed, "packing": self.plan.as_dict()}
 
     def check_position(self, state: dict[str, Any]) -> int:
         """The step number of a checkpoint's data state, after checking it fits this data and plan."""
         expected = self.position(0)
         differs = [k for k in ("examples", "seed", "packing") if state.get(k) != expected[k]]
-        if differs or "consumed" not in state:
+        if differs or "next" not in state:
             raise ValueError(
                 f"the checkpoint's data position {state} does not fit this run's packed data {expected} "
                 f"({', '.join(differs) or 'not a packed run'} differ): the training data, packing settings or "
                 "seed changed since it was written"
             )
-        self.consumed = int(state["consumed"])
+        self.next, self.pending = int(state["next"]), [int(i) for i in state["pending"]]
         return int(state["batches"])
 
-    def _example(self, index: int):
-        epoch, i = divmod(index, len(self.examples))
+    def example(self, position: int):
+        """The text at a stream position (epoch = position // len(examples))."""
+        epoch, i = divmod(position, len(self.examples))
         if epoch not in self._orders:
             self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
             self._orders[epoch] = np.random.default_rng([self.seed, self.host, epoch]).permutation(len(self.examples))
         return self.examples[self._orders[epoch][i]]
 
-    def _collate(self, count: int, step: int):
+    def _collate(self, positions: list[int], step: int):
+        """The collated batch of these texts, or None when it does not fit the grid."""
         from relex_jax.data.training import collate
 
-        examples = [self._example(self.consumed + i) for i in range(count)]
+        if len(positions) > self.plan.max_texts:
+            return None
         rng = random.Random(f"{self.seed}/{self.host}/{step}")
-        batch = collate(examples, self.tokenizer, self.collate_config, rng, buckets=self.buckets)
+        batch = collate([self.example(p) for p in positions], self.tokenizer, self.collate_config, rng,
+                        buckets=self.buckets)
         try:
             first_fit(batch.inputs.attention_mask.sum(1), self.plan.tokens_per_row, self.plan.rows)
         except ValueError:
@@ -203,27 +211,35 @@ class PackedStream:
         return batch
 
     def step_batch(self, step: int):
-        """(PackedStepBatch, epoch, texts, packed inputs) of `step`; advances the stream."""
+        """(PackedStepBatch, epoch, stream positions taken, packed inputs) of `step`; advances the stream."""
         from relex_jax.training.step import PackedStepBatch
 
         plan = self.plan
-        count = plan.start_texts
-        batch = self._collate(count, step)
+        queue = self.pending + list(range(self.next, self.next + plan.max_texts + LOOKAHEAD))
+        count = min(plan.start_texts, len(queue))
+        batch = self._collate(queue[:count], step)
         if batch is None:
             while batch is None:
                 count -= 1
                 if count == 0:
-                    raise ValueError(f"training text {self.consumed} does not fit a packed row of "
+                    raise ValueError(f"training text at stream position {queue[0]} does not fit a packed row of "
                                      f"{plan.tokens_per_row} tokens")
-                batch = self._collate(count, step)
+                batch = self._collate(queue[:count], step)
         else:
-            while count < plan.max_texts:
-                larger = self._collate(count + 1, step)
-                if larger is None:
-                    break
+            while (larger := self._collate(queue[: count + 1], step)) is not None:
                 batch, count = larger, count + 1
-        epoch = self.consumed // len(self.examples)
+        taken = queue[:count]
+        looked = count + LOOKAHEAD
+        for candidate in queue[count:looked]:
+            if len(taken) == plan.max_texts:
+                break
+            filled = self._collate(taken + [candidate], step)
+            if filled is not None:
+                batch, taken = filled, taken + [candidate]
+        chosen = set(taken)
+        self.pending = [p for p in queue[:looked] if p not in chosen]
+        self.next = max(self.next, max(p for p in queue[:looked]) + 1)
         packed: PackedBatch = pack_batch(batch.inputs, plan.tokens_per_row, plan.rows, plan.max_texts,
                                          self.collate_config.pad_id)
-        self.consumed += count
-        return PackedStepBatch.from_training_batch(batch, packed), epoch, count, packed
+        epoch = min(taken) // len(self.examples)
+        return PackedStepBatch.from_training_batch(batch, packed), epoch, taken, packed
