@@ -50,9 +50,12 @@ SHAPE_BUCKETS = {
     "relations": (2, 4, 8, 16, 32, 64),
 }
 LONG_TEXT_MODES = ("window", "truncate")
-# Default packed row length: a few short texts per row; attention cost grows with the row, the
+# Default packed row length: several texts per row (~65 tokens each with the prompt for real
+# tokenizers), so the last text of a row wastes little; attention cost grows with the row, the
 # rest of the encoder only with real tokens.
-PACKED_ROW_TOKENS = 256
+PACKED_ROW_TOKENS = 512
+# Packed grid rows per forward: powers of two and their midpoints (few shapes, at most 1/3 empty).
+PACKED_ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class _Piece(NamedTuple):
@@ -390,7 +393,8 @@ class RelexModel:
         padded row each when None); spans come back in text word positions."""
         cfg = self.config
         rows = _bucket_rows(len(pieces), len(self.devices))
-        padded = pieces + [pieces[-1]] * (rows - len(pieces))  # filler rows repeat a real one; dropped below
+        # filler rows repeat a real one (dropped below); packed, they are empty text slots instead
+        padded = pieces if row_tokens else pieces + [pieces[-1]] * (rows - len(pieces))
         ents = [entity_sets[p.text] for p in padded]
         rels = [relation_sets[p.text] for p in padded]
         batch = build_batch(
@@ -405,8 +409,8 @@ class RelexModel:
             longest = int(batch.input_ids.shape[1])
             row_tokens = row_tokens if longest <= row_tokens else _bucket(longest, SHAPE_BUCKETS["tokens"])
             grid_rows = first_fit(batch.attention_mask.sum(1), row_tokens)[2]
-            inputs = pack_batch(batch, row_tokens, _bucket_rows(grid_rows, len(self.devices)),
-                                pad_id=cfg.encoder.pad_token_id).model_inputs()
+            grid_rows = -(-_bucket(grid_rows, PACKED_ROW_BUCKETS) // len(self.devices)) * len(self.devices)
+            inputs = pack_batch(batch, row_tokens, grid_rows, texts=rows, pad_id=cfg.encoder.pad_token_id).model_inputs()
         else:
             self._check_positions(batch.input_ids.shape[1])
             inputs = batch.model_inputs()
