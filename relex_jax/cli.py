@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=8, help="texts (or windows) per forward (default 8)")
     pred.add_argument("--packing", type=int, nargs="?", const=True, metavar="TOKENS",
                       help="pack each batch's texts into shared encoder rows of TOKENS tokens (without a value: "
-                           "the default row length, 256): same results, less padding; off by default")
+                           "the default row length, 512): same results, less padding; off by default")
     pred.add_argument("--chunk-size", type=int, default=256,
                       help="input lines read, predicted and written at a time; bounds memory (default 256)")
     add_compilation_cache_argument(pred)

@@ -426,6 +426,10 @@ def test_packed_stream_takes_every_text_in_order_whole(tmp_path):
         assert sorted(seen + stream.pending) == list(range(stream.next))
         assert all(p >= stream.next - plan.max_texts - 8 for p in stream.pending)
     assert stream.next > len(examples)  # crossed an epoch boundary
+    # a text past an absolute position table (BERT) is an error, not a silently clamped position
+    short = PackedStream(examples, plan, init.tokenizer, collate_config, buckets, seed=3, max_positions=10)
+    with pytest.raises(ValueError, match="absolute positions"):
+        short.step_batch(0)
 
 
 def test_packed_run_compiles_at_most_three_times_with_little_padding(tmp_path):

@@ -39,11 +39,6 @@ class PackedBatch:
     def model_inputs(self) -> tuple:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
-    @property
-    def padded_fraction(self) -> float:
-        """Share of the token grid that is padding."""
-        return float(1.0 - (self.segment_ids > 0).mean())
-
 
 def check_packable(config) -> None:
     """Refuse a `RelexConfig` whose encoder reads across packed texts: the layer fuser averages

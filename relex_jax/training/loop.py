@@ -328,7 +328,9 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                              "train multi-host without it")
         plan = plan_packing(train_examples, init.tokenizer, collate_config, config.data.batch_size, buckets,
                             config.data.packing, config.seed, rows_multiple(mesh))
-        stream = PackedStream(train_examples, plan, init.tokenizer, collate_config, buckets, config.seed, host)
+        encoder = relex_config.encoder
+        stream = PackedStream(train_examples, plan, init.tokenizer, collate_config, buckets, config.seed, host,
+                              encoder.max_position_embeddings if encoder.position_biased_input else None)
         if primary:
             log.info("packing: %d rows x %d tokens, up to %d texts per step, word sizes %s, %d gold entities",
                      plan.rows, plan.tokens_per_row, plan.max_texts, list(plan.word_sizes), plan.gold_entities)

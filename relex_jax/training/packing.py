@@ -162,8 +162,9 @@ class PackedStream:
     """
 
     def __init__(self, examples: Sequence[Any], plan: PackingPlan, tokenizer, collate_config, buckets, seed: int,
-                 host: int = 0):
+                 host: int = 0, max_positions: int | None = None):
         self.examples, self.plan, self.tokenizer = examples, plan, tokenizer
+        self.max_positions = max_positions  # absolute position table of the encoder, if it has one
         self.collate_config, self.seed, self.host = collate_config, seed, host
         self.buckets = {**buckets, "tokens": [], "words": list(plan.word_sizes), "gold_entities": [plan.gold_entities]}
         self.next = 0  # the first stream position no step has looked at
@@ -204,8 +205,15 @@ class PackedStream:
         rng = random.Random(f"{self.seed}/{self.host}/{step}")
         batch = collate([self.example(p) for p in positions], self.tokenizer, self.collate_config, rng,
                         buckets=self.buckets)
+        lengths = batch.inputs.attention_mask.sum(1)
+        if self.max_positions is not None and lengths.max() > self.max_positions:
+            # under jit a position past the table would be clamped silently
+            text = self.example(positions[int(lengths.argmax())])
+            raise ValueError(f"training text {text.source or positions[int(lengths.argmax())]} takes "
+                             f"{lengths.max()} tokens with its prompt, more than the encoder's "
+                             f"{self.max_positions} absolute positions")
         try:
-            first_fit(batch.inputs.attention_mask.sum(1), self.plan.tokens_per_row, self.plan.rows)
+            first_fit(lengths, self.plan.tokens_per_row, self.plan.rows)
         except ValueError:
             return None
         return batch
