@@ -28,13 +28,13 @@ def finish(title: str, command: str, table: str, summary: str, record: bool, sta
     print(f"\n(total wall time {time.perf_counter() - started:.0f} s)")
 
 
-def report(title: str, command: str, table: str, summary: str, record: bool) -> None:
-    """Print the result; with `record`, append it to RESULTS.md under a dated heading."""
+def report(title: str, command: str, table: str, summary: str, record: bool, results: Path = RESULTS) -> None:
+    """Print the result; with `record`, append it to `results` (RESULTS.md) under a dated heading."""
     print(table)
     print(summary)
     if not record:
         return
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nEach entry was produced by the command it shows.\n")
-    with RESULTS.open("a") as f:
+    if not results.exists():
+        results.write_text("# Benchmark results\n\nEach entry was produced by the command it shows.\n")
+    with results.open("a") as f:
         f.write(f"\n## {title} ({datetime.date.today().isoformat()})\n\nCommand: `{command}`\n\n{table}\n\n{summary}.\n")

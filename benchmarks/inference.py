@@ -118,23 +118,24 @@ from relex_jax.data.packing import first_fit  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 
 
-def load_texts(count: int) -> tuple[list[str], int]:
-    """`count` texts (the test sentences in file order, repeated) and the number of distinct ones."""
-    if not CONLL04_TEST.is_file():
+def load_texts(count: int, path: Path = CONLL04_TEST) -> tuple[list[str], int]:
+    """`count` texts (the test sentences at `path` in file order, repeated) and the number of
+    distinct ones."""
+    if not path.is_file():
         sys.exit(
-            f"error: CoNLL04 test split not found at {CONLL04_TEST}\n"
+            f"error: CoNLL04 test split not found at {path}\n"
             "This benchmark reads its texts from ../shared/data/conll04/test.jsonl relative to the repository "
             "root (one JSON object per line with a 'tokens' list); put the file there and rerun."
         )
     sentences = []
-    for number, line in enumerate(CONLL04_TEST.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
                 sentences.append(" ".join(json.loads(line)["tokens"]))
             except (ValueError, KeyError, TypeError) as error:
-                sys.exit(f"error: {CONLL04_TEST}:{number} is not a JSON object with a 'tokens' list ({error})")
+                sys.exit(f"error: {path}:{number} is not a JSON object with a 'tokens' list ({error})")
     if not sentences:
-        sys.exit(f"error: {CONLL04_TEST} holds no sentences")
+        sys.exit(f"error: {path} holds no sentences")
     return [sentences[i % len(sentences)] for i in range(count)], len(sentences)
 
 

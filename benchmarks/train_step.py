@@ -150,13 +150,14 @@ def generated_examples(count: int, seed: int = 0) -> list[Example]:
     return examples
 
 
-def load_examples(count: int) -> tuple[list[Example], str]:
-    """`count` training texts (CoNLL04 train in file order, cycled if needed) and where they came from."""
-    if not CONLL04_TRAIN.is_file():
-        return generated_examples(count), f"generated sentences (CoNLL04 not found at {CONLL04_TRAIN})"
-    examples = read_jsonl(CONLL04_TRAIN)[:count]
+def load_examples(count: int, path: Path = CONLL04_TRAIN) -> tuple[list[Example], str]:
+    """`count` training texts (CoNLL04 train at `path` in file order, cycled if needed) and where
+    they came from."""
+    if not path.is_file():
+        return generated_examples(count), f"generated sentences (CoNLL04 not found at {path})"
+    examples = read_jsonl(path)[:count]
     if not examples:
-        sys.exit(f"error: {CONLL04_TRAIN} holds no sentences")
+        sys.exit(f"error: {path} holds no sentences")
     renamed = []
     for ex in examples:
         try:
@@ -239,16 +240,25 @@ def prepare_batches(examples, batch_size, tokenizer, config, collator, shapes: s
 # ------------------------------------------------------------------------------------------------
 
 
-def gliner_trainer(model, directory: Path, total_steps: int, batch_size: int):
-    """gliner's Trainer as `train_model` builds it (CPU, no checkpoints, no workers), dropout off,
-    with its optimizer and scheduler created for `total_steps`."""
+def gliner_collator(model):
+    """gliner's training collator with augmentation and negative types off, so that it yields
+    exactly the batches relex-jax's `collate(...).deterministic()` does."""
+    model.config.augment_data_prob = 0.0
+    model.config.max_neg_type_ratio = 0
+    return model._create_data_collator()
+
+
+def gliner_trainer(model, directory: Path, total_steps: int, batch_size: int, use_cpu: bool = True):
+    """gliner's Trainer as `train_model` builds it (on the CPU unless `use_cpu` is False: then on
+    the model's accelerator; no checkpoints, no workers), dropout off, with its optimizer and
+    scheduler created for `total_steps`."""
     from gliner.training.trainer import Trainer
 
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     args = type(model).create_training_args(
-        output_dir=str(directory / "trainer"), use_cpu=True, dataloader_num_workers=0, save_strategy="no",
+        output_dir=str(directory / "trainer"), use_cpu=use_cpu, dataloader_num_workers=0, save_strategy="no",
         report_to="none", max_steps=total_steps, per_device_train_batch_size=batch_size, **OPTIM,
     )
     trainer = Trainer(model=model, args=args, processing_class=model.data_processor.transformer_tokenizer)
@@ -256,12 +266,24 @@ def gliner_trainer(model, directory: Path, total_steps: int, batch_size: int):
     return trainer
 
 
-def make_gliner_step(trainer):
+def optimizer_name(trainer) -> str:
+    """What the Trainer's `optim` setting ran: the optimizer class and its foreach / fused flags."""
+    defaults = trainer.optimizer.defaults
+    optim = getattr(trainer.args.optim, "value", trainer.args.optim)
+    return (f"optim={optim}: {type(trainer.optimizer).__module__}.{type(trainer.optimizer).__name__}"
+            f"(foreach={defaults.get('foreach')}, fused={defaults.get('fused')})")
+
+
+def make_gliner_step(trainer, autocast=None):
+    """One gliner training step; with `autocast` (e.g. torch.bfloat16) the forward and loss run
+    under `torch.autocast` of that dtype, as HF Trainer's `bf16=True` does (weights stay float32)."""
     model, optimizer, scheduler = trainer.model, trainer.optimizer, trainer.lr_scheduler
     max_norm = trainer.args.max_grad_norm
+    device_type = next(model.parameters()).device.type
 
     def step(inputs) -> float:
-        loss = trainer.training_step(model, inputs)  # train mode, gliner's compute_loss, backward
+        with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+            loss = trainer.training_step(model, inputs)  # train mode, gliner's compute_loss, backward
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # what accelerate calls on one CPU
         optimizer.step()
         scheduler.step()
@@ -271,8 +293,10 @@ def make_gliner_step(trainer):
     return step
 
 
-def make_relex_step(config, variables, total_steps: int):
-    optim = OptimConfig(max_steps=total_steps, **OPTIM)
+def make_relex_step(config, variables, total_steps: int, bf16: bool = False):
+    """relex-jax's jitted step with gliner's optimizer settings (`bf16`: bfloat16 compute,
+    `OptimConfig.bf16`), its state holder and rng; the first callable runs one step."""
+    optim = OptimConfig(max_steps=total_steps, bf16=bf16, **OPTIM)
     module = training_module(config, optim)
     train_step = make_train_step(module, LossConfig.from_relex_config(config), optim, dropout=False)
     holder = {"state": create_train_state(variables, make_optimizer(optim))}
@@ -295,6 +319,11 @@ def step_flops(train_step, state, batch, rng, params) -> dict:
     start = time.perf_counter()
     compiled = train_step.lower(state, batch, rng).compile()
     aot_s = time.perf_counter() - start
+    return dict(compiled_flops(compiled, params, batch.input_ids.shape[0]), aot_s=aot_s)
+
+
+def compiled_flops(compiled, params, rows: int) -> dict:
+    """`step_flops` for a step already compiled (`jit(...).lower(...).compile()`) on `rows` rows."""
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0]
@@ -304,7 +333,6 @@ def step_flops(train_step, state, batch, rng, params) -> dict:
     hidden = [leaf.shape for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
               if "hidden_kernel" in jax.tree_util.keystr(path)]
     layers = len(hidden) // 2  # forward + backward direction per layer
-    rows = batch.input_ids.shape[0]
     added, note = 0.0, ""
     if layers and whiles == 2 * layers and len(trips) == whiles and len(set(trips)) == 1:
         h = hidden[0][0]
@@ -315,30 +343,37 @@ def step_flops(train_step, state, batch, rng, params) -> dict:
         note = (f"WARNING: {whiles} while loops (trip counts {trips}) not recognised as the BiLSTM's: "
                 "their bodies are counted once, the FLOP count is low")
     return dict(flops=xla + added, xla_flops=xla, added_flops=added, transcendentals=float(analysis.get(
-        "transcendentals", 0.0)), flops_note=note, aot_s=aot_s)
+        "transcendentals", 0.0)), flops_note=note)
 
 
-def matmul_peak(n: int, reps: int = 5) -> dict:
-    """Achieved float32 FLOP/s of an n x n @ n x n matmul: jax (jit) and torch, medians of `reps`."""
-    flops = 2.0 * n**3
+def matmul_peak(n: int, reps: int = 5, dtype: str = "float32", torch_device: str = "cpu", chain: int = 1) -> dict:
+    """Achieved FLOP/s of an n x n @ n x n matmul in `dtype`: jax (jit, its default device) and
+    torch (on `torch_device`), medians of `reps` timings of `chain` products issued back to back
+    (on an accelerator a few, so that launch latency does not count)."""
+    flops = 2.0 * n**3 * chain
     key_a, key_b = jax.random.split(jax.random.PRNGKey(1))
-    a, b = jax.random.normal(key_a, (n, n), jnp.float32), jax.random.normal(key_b, (n, n), jnp.float32)
+    a, b = (jax.random.normal(key, (n, n), jnp.float32).astype(dtype) for key in (key_a, key_b))
     matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()
     jax_s = []
     for _ in range(reps):
         start = time.perf_counter()
-        matmul(a, b).block_until_ready()
+        out = [matmul(a, b) for _ in range(chain)]
+        jax.block_until_ready(out)
         jax_s.append(time.perf_counter() - start)
-    ta, tb = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
+    ta, tb = (torch.from_numpy(np.asarray(x, np.float32)).to(torch_device, getattr(torch, dtype)) for x in (a, b))
+    sync = torch.cuda.synchronize if torch.device(torch_device).type == "cuda" else (lambda: None)
     torch.mm(ta, tb)
+    sync()
     torch_s = []
     for _ in range(reps):
         start = time.perf_counter()
-        torch.mm(ta, tb)
+        for _ in range(chain):
+            torch.mm(ta, tb)
+        sync()
         torch_s.append(time.perf_counter() - start)
     jax_rate, torch_rate = flops / statistics.median(jax_s), flops / statistics.median(torch_s)
-    return dict(n=n, jax=jax_rate, torch=torch_rate, peak=max(jax_rate, torch_rate))
+    return dict(n=n, dtype=dtype, jax=jax_rate, torch=torch_rate, peak=max(jax_rate, torch_rate))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -358,17 +393,11 @@ def bench_model(name: str, examples, source: str, args, compiles: CompileCounter
         model, path = build(name, Path(tmp))
         config, variables, _ = load_gliner_checkpoint(path)
         tokenizer = load_tokenizer(path)
-        model.config.augment_data_prob = 0.0  # gliner's collator: no augmentation, no negative types
-        model.config.max_neg_type_ratio = 0
-        collator = model._create_data_collator()
+        collator = gliner_collator(model)
         trainer = gliner_trainer(model, Path(tmp), total_steps, args.batch_size)
         build_s = time.perf_counter() - t0
         params = sum(p.numel() for p in model.parameters())
-        defaults = trainer.optimizer.defaults
-        optim_name = getattr(trainer.args.optim, "value", trainer.args.optim)
-        optimizer = (f"optim={optim_name}: "
-                     f"{type(trainer.optimizer).__module__}.{type(trainer.optimizer).__name__}"
-                     f"(foreach={defaults.get('foreach')}, fused={defaults.get('fused')})")
+        optimizer = optimizer_name(trainer)
         print(f"[{name}] built and loaded in {build_s:.1f} s ({params / 1e6:.2f}M parameters; encoder hidden "
               f"{config.encoder.hidden_size}, {config.encoder.num_hidden_layers} layers; gliner width "
               f"{config.hidden_size}, max_width {config.max_width}); gliner {optimizer}, "
