@@ -170,12 +170,23 @@ def logit(p):
     return np.log(p) - np.log1p(-p)
 
 
+def test_word_list_holds_every_word_once_in_text_order():
+    from relex_jax.data.packing import word_list
+
+    texts, positions = word_list([3, 0, 2], 7, none=4)
+    np.testing.assert_array_equal(texts, [0, 0, 0, 2, 2, 4, 4])
+    np.testing.assert_array_equal(positions, [0, 1, 2, 0, 1, 0, 0])
+    with pytest.raises(ValueError, match="5 words, more than the word list's 4"):
+        word_list([3, 2], 4, none=2)
+
+
 def test_packing_argument_is_checked(model):
     with pytest.raises(ValueError, match="packing must be"):
         model.inference(TEXTS[:1], LABELS, packing=-4)
 
 
-def test_packed_training_loss_and_gradients_equal_unpacked(model):
+@pytest.mark.parametrize("spare_words", [0, 9])  # a word list the texts fill exactly, and one with room
+def test_packed_training_loss_and_gradients_equal_unpacked(model, spare_words):
     from relex_jax.data.synthetic import generate_examples
     from relex_jax.data.training import CollateConfig, collate
     from relex_jax.training.losses import LossConfig
@@ -184,9 +195,12 @@ def test_packed_training_loss_and_gradients_equal_unpacked(model):
     examples = generate_examples(7, seed=1, split="train")
     collate_config = CollateConfig.from_relex_config(model.config).deterministic()
     batch = collate(examples, model.tokenizer, collate_config)
+    words = int(batch.inputs.text_lengths.sum())
     packed = pack_batch(batch.inputs, _row_tokens(batch.inputs) + 40, texts=8,
-                        pad_id=model.config.encoder.pad_token_id)
+                        pad_id=model.config.encoder.pad_token_id, words=words + spare_words)
     assert packed.segment_ids.max() >= 2 and (packed.segment_ids > 0).sum() == batch.inputs.attention_mask.sum()
+    # the span stage runs on the word list: fewer span values than the text slots' padded grid
+    assert len(packed.word_texts) < packed.span_mask.shape[0] * packed.span_mask.shape[1]
     loss_config = LossConfig.from_relex_config(model.config)
     params = model.variables["params"]
 

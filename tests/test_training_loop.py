@@ -405,12 +405,24 @@ def test_packed_stream_takes_every_text_in_order_whole(tmp_path):
     collate_config = CollateConfig.from_relex_config(init.config, type_order="sorted")
     buckets = default_buckets(examples, collate_config)
     plan = plan_packing(examples, init.tokenizer, collate_config, 8, buckets, {}, seed=3)
+    # one gold-entity size per word size, growing with it, the last holding every text's entities
+    classes = set(zip(plan.word_sizes, plan.gold_entities))
+    assert len(classes) == len(plan.word_sizes) and list(plan.gold_entities) == sorted(plan.gold_entities)
+    assert plan.gold_entities[-1] == max(len(ex.entities) for ex in examples)
     stream = PackedStream(examples, plan, init.tokenizer, collate_config, buckets, seed=3)
     seen: list[int] = []
     for step in range(12):
         batch, epoch, taken, packed = stream.step_batch(step)
         assert 1 <= len(taken) <= plan.max_texts and epoch == min(taken) // len(examples)
         assert batch.input_ids.shape == (plan.rows, plan.tokens_per_row)  # one grid for every step
+        # per-text sizes are one of the shape classes, padded from the batch's own sizes: same content
+        assert (batch.span_mask.shape[1], batch.entity_index.shape[1]) in classes
+        own = stream._collate(taken, step)
+        words, gold = own.inputs.span_mask.shape[1], own.entity_mask.shape[1]
+        np.testing.assert_array_equal(batch.span_mask[: len(taken), :words], own.inputs.span_mask)
+        np.testing.assert_array_equal(batch.entity_index[: len(taken), :gold], own.entity_index)
+        np.testing.assert_array_equal(batch.relation_labels[: len(taken), :gold, :gold], own.relation_labels)
+        assert not batch.entity_mask[:, gold:].any() and not batch.span_mask[:, words:].any()
         # each text of the step is whole: every word has its tokens in the grid, in one segment of one row
         lengths = [len(stream.example(p).tokens) for p in taken]
         np.testing.assert_array_equal(packed.text_lengths[: len(taken)], lengths)

@@ -8,7 +8,9 @@ per-text grid of N slots. The encoder attends block-diagonally by segment
 (`relex_jax.modeling.deberta.segment_pair_mask`), so every text's token vectors equal those of
 the same text encoded alone; after the encoder, word pooling and prompt gathering read the grid
 through the host-built indices here and everything else runs per text, as without packing
-(`RelexModule.score_packed_spans`).
+(`RelexModule.score_packed_spans`). With a word budget (`pack_batch(..., words=F)`, training),
+the span stage also runs on the texts' words laid end to end, F of them, instead of on N text
+slots padded to the longest text (see `RelexModule._flat_span_scores`).
 """
 
 from __future__ import annotations
@@ -35,9 +37,14 @@ class PackedBatch:
     entity_prompt_mask: np.ndarray  # (N, C)
     relation_prompt_index: np.ndarray  # (N, R)
     relation_prompt_mask: np.ndarray  # (N, R)
+    # with a word budget F: every text's words end to end (text 0's, then text 1's, ...), as
+    # (text slot, word index) pairs; unused entries have text slot N
+    word_texts: np.ndarray | None = None  # (F,)
+    word_positions: np.ndarray | None = None  # (F,)
 
     def model_inputs(self) -> tuple:
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+        """The positional inputs of `score_packed_spans` (the word list goes by keyword)."""
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("word_"))
 
 
 def check_packable(config) -> None:
@@ -77,11 +84,12 @@ def first_fit(lengths, tokens_per_row: int, rows: int | None = None) -> tuple[np
 
 
 def pack_batch(batch: Batch, tokens_per_row: int, rows: int | None = None, texts: int | None = None,
-               pad_id: int = 0) -> PackedBatch:
+               pad_id: int = 0, words: int | None = None) -> PackedBatch:
     """Pack a one-text-per-row `Batch` (`build_batch`) into rows of `tokens_per_row` tokens.
 
     `rows` fixes the grid's row count (default: as many as first fit needs), `texts` the number
-    of text slots N (default: the batch's rows; extra slots are empty, masked texts).
+    of text slots N (default: the batch's rows; extra slots are empty, masked texts), `words`
+    the length F of the end-to-end word list (default: none is built); more words are an error.
     """
     lengths = batch.attention_mask.sum(1)
     row_of, offset, used = first_fit(lengths, tokens_per_row, rows)
@@ -111,8 +119,23 @@ def pack_batch(batch: Batch, tokens_per_row: int, rows: int | None = None, texts
     def flat_prompts(index, mask):
         return per_text(np.where(mask, index + base, 0).astype(np.int32)), per_text(mask)
 
+    flat_words = (None, None) if words is None else word_list(batch.text_lengths, words, n_slots)
     return PackedBatch(
         input_ids, segment_ids, position_ids, words_mask, token_texts, per_text(batch.text_lengths),
         per_text(batch.span_mask), *flat_prompts(batch.entity_prompt_index, batch.entity_prompt_mask),
-        *flat_prompts(batch.relation_prompt_index, batch.relation_prompt_mask),
+        *flat_prompts(batch.relation_prompt_index, batch.relation_prompt_mask), *flat_words,
     )
+
+
+def word_list(text_lengths, words: int, none: int) -> tuple[np.ndarray, np.ndarray]:
+    """(text slot, word index) of every word of the texts, end to end in text order, padded to
+    `words` entries with text slot `none`."""
+    text_lengths = np.asarray(text_lengths, np.int64)
+    if text_lengths.sum() > words:
+        raise ValueError(f"{len(text_lengths)} texts have {text_lengths.sum()} words, more than the word list's "
+                         f"{words} (packing max_words)")
+    texts = np.full(words, none, np.int32)
+    positions = np.zeros(words, np.int32)
+    texts[: text_lengths.sum()] = np.repeat(np.arange(len(text_lengths)), text_lengths)
+    positions[: text_lengths.sum()] = np.concatenate([np.arange(n) for n in text_lengths] or [[]])
+    return texts, positions

@@ -55,9 +55,10 @@ class SpanScores:
 
     entity_logits: jax.Array  # (B, W, K, C)
     entity_count: jax.Array  # (B,) spans that pass the threshold: the cap E the relation stage needs
-    span_hidden: jax.Array  # (B, W, K, 4D) the span MLP's hidden activations
+    span_hidden: jax.Array  # (B, W, K, 4D) the span MLP's hidden activations, or (F, K, 4D) with word_start
     relation_prompts: jax.Array  # (B, R, D) unprojected
     words: jax.Array  # (B, W, D) word vectors (after the BiLSTM)
+    word_start: jax.Array | None = None  # (B,) span_hidden over a word list: where each text's words start
 
 
 class LayersFuser(nn.Module):
@@ -210,18 +211,22 @@ class RelexModule(nn.Module):
         relation_prompt_mask,  # (N, R)
         threshold,
         deterministic: bool = True,
+        word_texts=None,  # (F,) the texts' words end to end: text slot of each (N = none) ...
+        word_positions=None,  # (F,) ... and its index in its text (`relex_jax.data.packing.word_list`)
     ) -> SpanScores:
         """`score_spans` on packed rows (`relex_jax.data.packing.PackedBatch`): the encoder runs
-        on the (rows, T) grid with block-diagonal attention, then everything is per text (N)."""
+        on the (rows, T) grid with block-diagonal attention, then everything is per text (N),
+        except, with a word list, the span stage (`_flat_span_scores`)."""
         tokens = self.encode(input_ids, None, deterministic, segment_ids, position_ids)
+        flat = None if word_texts is None else (word_texts, word_positions)
         return self._score_tokens(
-            tokens, words_mask, token_texts, text_lengths, span_mask, entity_prompt_index, entity_prompt_mask, relation_prompt_index,
-            relation_prompt_mask, threshold, deterministic,
+            tokens, words_mask, token_texts, text_lengths, span_mask, entity_prompt_index, entity_prompt_mask,
+            relation_prompt_index, relation_prompt_mask, threshold, deterministic, flat,
         )
 
     def _score_tokens(self, tokens, words_mask, token_texts, text_lengths, span_mask, entity_prompt_index,
                       entity_prompt_mask, relation_prompt_index, relation_prompt_mask, threshold,
-                      deterministic) -> SpanScores:
+                      deterministic, flat=None) -> SpanScores:
         """The first stage after the encoder, per text: words, prompts, spans, entity logits.
         Prompt indices are flat positions in the (rows * T) token grid."""
         num_texts, num_words = span_mask.shape[:2]
@@ -233,11 +238,37 @@ class RelexModule(nn.Module):
         if self.config.num_rnn_layers > 0:
             words = self.rnn(words, text_lengths)
 
-        span_hidden = self.span_rep.hidden(words, span_mask, deterministic)  # (B, W, K, 4D)
-        folded, offset = self.span_rep.out_project.fold_output(entity_prompts)
-        entity_logits = jnp.einsum("bwkh,bhc->bwkc", span_hidden, folded) + offset[:, None, None, :]
+        folded, offset = self.span_rep.out_project.fold_output(entity_prompts)  # (B, 4D, C), (B, C)
+        if flat is None:
+            span_hidden = self.span_rep.hidden(words, span_mask, deterministic)  # (B, W, K, 4D)
+            entity_logits = jnp.einsum("bwkh,bhc->bwkc", span_hidden, folded) + offset[:, None, None, :]
+            word_start = None
+        else:
+            span_hidden, entity_logits = self._flat_span_scores(words, span_mask, folded, offset, *flat, deterministic)
+            word_start = jnp.cumsum(text_lengths) - text_lengths  # the word list's text order
         count = passing_spans(entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold).sum((1, 2))
-        return SpanScores(entity_logits, count, span_hidden, relation_prompts, words)
+        return SpanScores(entity_logits, count, span_hidden, relation_prompts, words, word_start)
+
+    def _flat_span_scores(self, words, span_mask, folded, offset, word_texts, word_positions, deterministic):
+        """Span hidden activations (F, K, 4D) over the texts' words laid end to end, and entity
+        logits put back in the per-text grid (N, W, K, C).
+
+        Packed training steps hold N text slots padded to the longest text's W words, most of them
+        empty: the span stage (K spans of 4D values per word, each with a dropout draw) is the
+        largest per-word cost after the encoder, so it runs on the F real words instead of N * W.
+        A span that is valid in its text ends within it, so it reads the same words here. Invalid
+        spans (masked everywhere) take the word list's first span values, not their text's.
+        """
+        num_texts, num_words, _ = span_mask.shape
+        real = word_texts < num_texts
+        text, position = jnp.where(real, word_texts, 0), jnp.where(real, word_positions, 0)
+        flat_words = words[text, position] * real[:, None].astype(words.dtype)  # (F, D)
+        flat_mask = span_mask[text, position] & real[:, None]  # (F, K)
+        hidden = self.span_rep.hidden(flat_words[None], flat_mask[None], deterministic)[0]  # (F, K, 4D)
+        logits = jnp.einsum("fkh,fhc->fkc", hidden, folded[text]) + offset[text][:, None, :]
+        grid = jnp.zeros((*span_mask.shape, logits.shape[-1]), logits.dtype)
+        grid = grid.at[jnp.where(real, word_texts, num_texts), position].set(logits, mode="drop")
+        return hidden, grid
 
     def relate(
         self,
@@ -270,8 +301,12 @@ class RelexModule(nn.Module):
             index, entity_mask = entity_index.astype(jnp.int32), entity_mask.astype(bool)
             count = entity_mask.sum(-1)
         span_hidden = scores.span_hidden
-        flat_hidden = span_hidden.reshape(span_hidden.shape[0], -1, span_hidden.shape[-1])
-        selected = jnp.take_along_axis(flat_hidden, index[..., None], axis=1)  # (B, E, 4D)
+        if scores.word_start is None:
+            flat_hidden = span_hidden.reshape(span_hidden.shape[0], -1, span_hidden.shape[-1])
+            selected = jnp.take_along_axis(flat_hidden, index[..., None], axis=1)  # (B, E, 4D)
+        else:  # span l*K+k of text b is row (word_start[b] + l)*K + k of the word list's spans
+            rows = index + scores.word_start[:, None].astype(index.dtype) * span_mask.shape[-1]
+            selected = jnp.take(span_hidden.reshape(-1, span_hidden.shape[-1]), rows, axis=0, mode="clip")
         entities = self.span_rep.out_project.output(selected) * entity_mask[..., None].astype(selected.dtype)
         pair_mask = all_pairs_mask(entity_mask)
         adjacency = None
@@ -358,16 +393,19 @@ class RelexModule(nn.Module):
         entity_prompt_mask,
         relation_prompt_index,
         relation_prompt_mask,
+        word_texts,
+        word_positions,
         entity_index,
         entity_mask,
         gold_pair_mask,
         deterministic: bool = True,
     ) -> RelexOutput:
-        """`train_outputs` on packed rows (inputs as `score_packed_spans`); per-text outputs."""
+        """`train_outputs` on packed rows with a word list (inputs as `score_packed_spans`);
+        per-text outputs."""
         scores = self.score_packed_spans(
             input_ids, segment_ids, position_ids, words_mask, token_texts, text_lengths, span_mask,
             entity_prompt_index, entity_prompt_mask, relation_prompt_index, relation_prompt_mask, jnp.float32(0.5),
-            deterministic,
+            deterministic, word_texts, word_positions,
         )
         return self._relate_gold(scores, span_mask, entity_prompt_mask, entity_index, entity_mask, gold_pair_mask,
                                  deterministic)

@@ -332,8 +332,8 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
         stream = PackedStream(train_examples, plan, init.tokenizer, collate_config, buckets, config.seed, host,
                               encoder.max_position_embeddings if encoder.position_biased_input else None)
         if primary:
-            log.info("packing: %d rows x %d tokens, up to %d texts per step, word sizes %s, %d gold entities",
-                     plan.rows, plan.tokens_per_row, plan.max_texts, list(plan.word_sizes), plan.gold_entities)
+            log.info("packing: %d rows x %d tokens, up to %d texts per step, shape classes (words, gold entities) %s",
+                     plan.rows, plan.tokens_per_row, plan.max_texts, list(zip(plan.word_sizes, plan.gold_entities)))
     else:
         stream = BatchStream(train_examples, config.data.batch_size // hosts, config.seed, host)
     if latest is not None:

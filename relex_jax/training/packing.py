@@ -8,8 +8,13 @@ and almost no padding. What changes for the optimisation: the number of texts pe
 around `data.batch_size` (the grid holds about that many texts of mean length), and the loss is
 gliner's (a sum over the step's texts with the default `loss.reduction: sum`), so a step's
 weight follows its text count. Per-text arrays (words, spans, gold entities, labels) have fixed
-sizes too: words take one of `word_sizes` sizes (the smallest holding the step's longest text),
-so a run compiles its step at most that many times.
+sizes too: a step takes the first of a few shape classes, (words, gold entities) =
+(`word_sizes[k]`, `gold_entities[k]`), that holds its longest text and its most entities, so a run
+compiles its step at most `len(word_sizes)` times. The gold-entity size follows the word size
+because the relation stage scores E x E pairs per text: one size for all steps, the most entities
+any text has (24 in CoNLL04), would score ~5x the pairs most steps need. The span stage runs on
+the step's words end to end (`max_words` of them, see `relex_jax.data.packing.word_list`), so a
+step also holds at most that many words.
 
 The plan (grid, text slots, word sizes) is computed once from the training data and stored in
 the checkpoint's data position: resuming with other data or settings is refused.
@@ -29,7 +34,7 @@ from relex_jax.data.packing import PackedBatch, first_fit, pack_batch
 
 log = logging.getLogger(__name__)
 
-PACKING_KEYS = ("tokens_per_row", "rows", "max_texts", "word_sizes")
+PACKING_KEYS = ("tokens_per_row", "rows", "max_texts", "max_words", "word_sizes")
 DEFAULT_ROW_TOKENS = 256
 DEFAULT_WORD_SIZES = 3
 ROW_MULTIPLE = 32  # rows are rounded up to a multiple of this many tokens
@@ -42,8 +47,9 @@ class PackingPlan:
     tokens_per_row: int  # T
     rows: int  # grid rows per step (all hosts' devices' share of them on this host)
     max_texts: int  # N text slots per step
-    word_sizes: tuple[int, ...]  # the padded word counts a step may have
-    gold_entities: int  # E: the most gold entities any text has
+    max_words: int  # F: the step's words end to end, which the span stage runs on
+    word_sizes: tuple[int, ...]  # the padded word counts a step may have, increasing
+    gold_entities: tuple[int, ...]  # E of each word size's class (non-decreasing; the last: the most any text has)
     start_texts: int  # where the per-step search for the text count starts (deterministic)
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,8 +130,9 @@ def plan_packing(examples: Sequence[Any], tokenizer, collate_config, batch_size:
 
     Defaults: about `batch_size` texts of the mean length seen in sample batches per step (so a
     step holds about a gliner batch), in rows of about 256 tokens, each at least as long as the
-    longest text can be; 1.5x as many text slots; `DEFAULT_WORD_SIZES` word sizes fitted to groups of
-    `batch_size` texts.
+    longest text can be; 1.5x as many text slots; 1.25x the words the grid's tokens hold at the
+    data's mean words per token (at least the longest text's); `DEFAULT_WORD_SIZES` word sizes
+    fitted to groups of `batch_size` texts.
     """
     check_packing_settings(settings)
     bounds = _token_bound(examples, tokenizer, collate_config,
@@ -144,12 +151,24 @@ def plan_packing(examples: Sequence[Any], tokenizer, collate_config, batch_size:
     expected = rows * row_tokens / mean  # texts per step
     max_texts = _round_up(settings.get("max_texts") or int(np.ceil(1.5 * expected)), rows_multiple)
     words = np.minimum([len(ex.tokens) for ex in examples], collate_config.max_len)
+    max_words = settings.get("max_words") or _round_up(
+        max(1.25 * rows * row_tokens * words.mean() / mean, words.max()), ROW_MULTIPLE)
+    max_words = _round_up(max_words, rows_multiple)
+    if max_words < words.max():
+        raise ValueError(f"data.packing.max_words={max_words} is fewer than the longest training text's "
+                         f"{words.max()} words (texts are never cut)")
+    gold = np.maximum([len(ex.entities) for ex in examples], 1)
     groups = len(words) // batch_size
-    step_words = words[: groups * batch_size].reshape(groups, batch_size).max(1) if groups else words
-    sizes = set(_word_sizes(np.append(step_words, words.max()), settings.get("word_sizes") or DEFAULT_WORD_SIZES))
-    gold = max(1, max(len(ex.entities) for ex in examples))
+    step_words, step_gold = ((x[: groups * batch_size].reshape(groups, batch_size).max(1) if groups else x)
+                             for x in (words, gold))
+    sizes = tuple(sorted(set(_word_sizes(np.append(step_words, words.max()),
+                                         settings.get("word_sizes") or DEFAULT_WORD_SIZES))))
+    # each class's E: the most of the sample steps whose longest text it holds; the last class any text's
+    step_class = np.searchsorted(sizes, step_words)
+    golds = [int(step_gold[step_class == k].max(initial=1)) for k in range(len(sizes) - 1)] + [int(gold.max())]
+    golds = tuple(int(g) for g in np.maximum.accumulate(golds))
     start = min(max_texts, max(1, int(expected)))
-    return PackingPlan(int(row_tokens), int(rows), int(max_texts), tuple(sorted(sizes)), gold, start)
+    return PackingPlan(int(row_tokens), int(rows), int(max_texts), int(max_words), sizes, golds, start)
 
 
 class PackedStream:
@@ -166,7 +185,8 @@ class PackedStream:
         self.examples, self.plan, self.tokenizer = examples, plan, tokenizer
         self.max_positions = max_positions  # absolute position table of the encoder, if it has one
         self.collate_config, self.seed, self.host = collate_config, seed, host
-        self.buckets = {**buckets, "tokens": [], "words": list(plan.word_sizes), "gold_entities": [plan.gold_entities]}
+        self.buckets = {**buckets, "tokens": [], "words": list(plan.word_sizes),
+                        "gold_entities": sorted(set(plan.gold_entities))}
         self.next = 0  # the first stream position no step has looked at
         self.pending: list[int] = []  # positions looked at and not taken yet, in stream order
         self._orders: dict[int, np.ndarray] = {}
@@ -196,7 +216,7 @@ class PackedStream:
             self._orders[epoch] = np.random.default_rng([self.seed, self.host, epoch]).permutation(len(self.examples))
         return self.examples[self._orders[epoch][i]]
 
-    def _collate(self, positions: list[int], step: int):
+    def _collate(self, positions: list[int], step: int, buckets=None):
         """The collated batch of these texts, or None when it does not fit the grid."""
         from relex_jax.data.training import collate
 
@@ -204,7 +224,9 @@ class PackedStream:
             return None
         rng = random.Random(f"{self.seed}/{self.host}/{step}")
         batch = collate([self.example(p) for p in positions], self.tokenizer, self.collate_config, rng,
-                        buckets=self.buckets)
+                        buckets=buckets or self.buckets)
+        if batch.inputs.text_lengths.sum() > self.plan.max_words:
+            return None
         lengths = batch.inputs.attention_mask.sum(1)
         if self.max_positions is not None and lengths.max() > self.max_positions:
             # under jit a position past the table would be clamped silently
@@ -217,6 +239,16 @@ class PackedStream:
         except ValueError:
             return None
         return batch
+
+    def _in_class(self, batch, positions: list[int], step: int):
+        """`batch` padded to the first shape class holding its words and gold entities (collated
+        again with that class's sizes: the same random draws, more padding)."""
+        plan = self.plan
+        words, gold = batch.inputs.span_mask.shape[1], batch.entity_mask.shape[1]
+        sizes = next(c for c in zip(plan.word_sizes, plan.gold_entities) if c[0] >= words and c[1] >= gold)
+        if sizes == (words, gold):
+            return batch
+        return self._collate(positions, step, {**self.buckets, "words": [sizes[0]], "gold_entities": [sizes[1]]})
 
     def step_batch(self, step: int):
         """(PackedStepBatch, epoch, stream positions taken, packed inputs) of `step`; advances the stream."""
@@ -244,10 +276,11 @@ class PackedStream:
             filled = self._collate(taken + [candidate], step)
             if filled is not None:
                 batch, taken = filled, taken + [candidate]
+        batch = self._in_class(batch, taken, step)
         chosen = set(taken)
         self.pending = [p for p in queue[:looked] if p not in chosen]
         self.next = max(self.next, max(p for p in queue[:looked]) + 1)
         packed: PackedBatch = pack_batch(batch.inputs, plan.tokens_per_row, plan.rows, plan.max_texts,
-                                         self.collate_config.pad_id)
+                                         self.collate_config.pad_id, plan.max_words)
         epoch = min(taken) // len(self.examples)
         return PackedStepBatch.from_training_batch(batch, packed), epoch, taken, packed

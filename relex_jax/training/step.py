@@ -93,6 +93,8 @@ class PackedStepBatch:
     entity_prompt_mask: Any  # (N, C)
     relation_prompt_index: Any  # (N, R)
     relation_prompt_mask: Any  # (N, R)
+    word_texts: Any  # (F,) the step's words end to end (`relex_jax.data.packing.word_list`)
+    word_positions: Any  # (F,)
     entity_labels: Any  # (N, W, K, C)
     entity_index: Any  # (N, E)
     entity_mask: Any  # (N, E)
@@ -102,7 +104,9 @@ class PackedStepBatch:
 
     @classmethod
     def from_training_batch(cls, batch: TrainingBatch, packed: PackedBatch) -> "PackedStepBatch":
-        """`packed` is `pack_batch(batch.inputs, ...)`; the targets are padded to its N slots."""
+        """`packed` is `pack_batch(batch.inputs, ..., words=F)`; the targets are padded to its N slots."""
+        if packed.word_texts is None:
+            raise ValueError("packed training batches need the word list: pack_batch(..., words=...)")
         slots = len(packed.text_lengths)
 
         def per_text(x, dtype):
@@ -110,7 +114,7 @@ class PackedStepBatch:
             return np.pad(x, [(0, slots - len(x))] + [(0, 0)] * (x.ndim - 1))
 
         return cls(
-            *(np.asarray(x) for x in packed.model_inputs()),
+            *(np.asarray(x) for x in packed.model_inputs()), packed.word_texts, packed.word_positions,
             per_text(batch.entity_labels, np.float32),
             per_text(batch.entity_index, np.int32),
             per_text(batch.entity_mask, bool),
@@ -123,7 +127,7 @@ class PackedStepBatch:
         return (
             self.input_ids, self.segment_ids, self.position_ids, self.words_mask, self.token_texts, self.text_lengths,
             self.span_mask, self.entity_prompt_index, self.entity_prompt_mask, self.relation_prompt_index,
-            self.relation_prompt_mask,
+            self.relation_prompt_mask, self.word_texts, self.word_positions,
         )
 
 
