@@ -245,7 +245,10 @@ class PackedStream:
         again with that class's sizes: the same random draws, more padding)."""
         plan = self.plan
         words, gold = batch.inputs.span_mask.shape[1], batch.entity_mask.shape[1]
-        sizes = next(c for c in zip(plan.word_sizes, plan.gold_entities) if c[0] >= words and c[1] >= gold)
+        sizes = next((c for c in zip(plan.word_sizes, plan.gold_entities) if c[0] >= words and c[1] >= gold), None)
+        if sizes is None:  # the plan's last class holds every text of its data: other data reached the stream
+            raise ValueError(f"a packed step needs {words} words and {gold} gold entities, more than the packing "
+                             f"plan's largest shape class ({plan.word_sizes[-1]}, {plan.gold_entities[-1]})")
         if sizes == (words, gold):
             return batch
         return self._collate(positions, step, {**self.buckets, "words": [sizes[0]], "gold_entities": [sizes[1]]})
