@@ -111,6 +111,7 @@ from relex_forward import V3_SMALL_SHAPED  # noqa: E402
 from relex_jax import RelexModel  # noqa: E402
 from relex_jax.checkpoint.convert import relex_to_gliner  # noqa: E402
 from relex_jax.data.packing import first_fit  # noqa: E402
+from relex_jax.settings import PACKED_ROW_TOKENS  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
@@ -625,7 +626,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=576, help="texts per pass (CoNLL04 test repeated; 576 = 2 passes)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--packing", type=int, default=relex_inference.PACKED_ROW_TOKENS, metavar="TOKENS",
+    parser.add_argument("--packing", type=int, default=PACKED_ROW_TOKENS, metavar="TOKENS",
                         help="row length of the packed relex-jax side, `inference(packing=TOKENS)`; 0 leaves out "
                              "both packed sides (default %(default)s)")
     parser.add_argument("--gliner-packing-length", type=int, default=512, metavar="TOKENS",

@@ -96,8 +96,8 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
-class _PredictError(Exception):
-    """A problem with predict's arguments or input, reported as one line and exit status 2."""
+class UsageError(Exception):
+    """A problem with a command's arguments or input, reported as one line and exit status 2."""
 
 
 INPUT_FORMATS = (".txt", ".jsonl")
@@ -112,22 +112,38 @@ def _parse_types(value: str, option: str):
         try:
             mapping = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise _PredictError(f"{option}: not a valid JSON object ({exc})") from None
+            raise UsageError(f"{option}: not a valid JSON object ({exc})") from None
         if not isinstance(mapping, dict):
-            raise _PredictError(f"{option}: expected a JSON object {{name: description}}")
+            raise UsageError(f"{option}: expected a JSON object {{name: description}}")
         return mapping
     names = [item.strip() for item in value.split(",")]
     for i, name in enumerate(names):
         if not name:
-            raise _PredictError(f"{option}: item {i + 1} of {value!r} is empty; "
+            raise UsageError(f"{option}: item {i + 1} of {value!r} is empty; "
                                 "give comma-separated names such as 'a,b'")
         if name in names[:i]:
-            raise _PredictError(f"{option}: {name!r} is listed twice")
+            raise UsageError(f"{option}: {name!r} is listed twice")
     return names
 
 
-def _records(path, suffix: str):
-    """Yield (output object, text) for each line of a .txt or .jsonl file."""
+def inference_settings(args: argparse.Namespace):
+    """The `InferenceSettings` of `predict` / `evaluate` options, checked before any model loads."""
+    from relex_jax.settings import InferenceSettings
+
+    try:
+        return InferenceSettings(
+            threshold=args.threshold, adjacency_threshold=args.adjacency_threshold,
+            relation_threshold=args.relation_threshold, flat_ner=not args.nested, multi_label=args.multi_label,
+            batch_size=args.batch_size, long_texts=args.long_texts, window_size=args.window_size,
+            window_stride=args.window_stride, packing=False if args.packing is None else args.packing,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _records(path, suffix: str, output_keys: tuple[str, ...] = ()):
+    """Yield (output object, text) for each line of a .txt or .jsonl file. A .jsonl record that
+    already holds one of `output_keys` (e.g. gold "entities") is refused rather than overwritten."""
     import json
 
     with open(path, encoding="utf-8-sig") as lines:  # -sig: a leading byte-order mark is not text
@@ -139,9 +155,15 @@ def _records(path, suffix: str):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise _PredictError(f"{path}, line {number}: invalid JSON ({exc})") from None
+                raise UsageError(f"{path}, line {number}: invalid JSON ({exc})") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise _PredictError(f"{path}, line {number}: expected a JSON object with a string field \"text\"")
+                raise UsageError(f"{path}, line {number}: expected a JSON object with a string field \"text\"")
+            taken = [key for key in output_keys if key in record]
+            if taken:
+                raise UsageError(
+                    f"{path}, line {number}: the record already has a field {taken[0]!r}, which predictions would "
+                    "replace; name other output fields with --entities-key / --relations-key"
+                )
             yield record, record["text"]
 
 
@@ -150,12 +172,13 @@ def predict(args: argparse.Namespace) -> int:
     chunk, not the corpus; the output appears under its name only once it is complete."""
     try:
         return _predict(args)
-    except _PredictError as exc:
+    except UsageError as exc:
         print(f"relex-jax predict: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import dataclasses
     import itertools
     import json
     import os
@@ -169,48 +192,45 @@ def _predict(args: argparse.Namespace) -> int:
         try:
             normalize_labels(value, 1, option, required=required)
         except (TypeError, ValueError) as exc:
-            raise _PredictError(str(exc)) from None
-    for option in ("threshold", "relation_threshold", "adjacency_threshold"):
-        value = getattr(args, option)
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise _PredictError(f"--{option.replace('_', '-')} must be in [0, 1], got {value}")
-    for option in ("batch_size", "chunk_size", "window_size", "window_stride", "packing"):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            raise _PredictError(f"--{option.replace('_', '-')} must be positive, got {value}")
+            raise UsageError(str(exc)) from None
+    settings = inference_settings(args)
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size must be positive, got {args.chunk_size}")
+    keys = (args.entities_key, args.relations_key)
+    if len(set(keys)) < 2 or "text" in keys or not all(keys):
+        raise UsageError(f"--entities-key and --relations-key must be two different non-empty names other than "
+                         f"'text', got {keys}")
 
     source, out = Path(args.input), Path(args.output)
     suffix = source.suffix.lower()
     if suffix not in INPUT_FORMATS:
-        raise _PredictError(f"--input {source}: unsupported extension {source.suffix!r}; use .txt (one text per line) "
+        raise UsageError(f"--input {source}: unsupported extension {source.suffix!r}; use .txt (one text per line) "
                             "or .jsonl (one object with a string \"text\" per line)")
     if not source.is_file():
-        raise _PredictError(f"--input {source}: no such file")
+        raise UsageError(f"--input {source}: no such file")
     if out.is_dir():
-        raise _PredictError(f"--output {out} is a directory")
+        raise UsageError(f"--output {out} is a directory")
     if out.exists() and not args.overwrite:
-        raise _PredictError(f"--output {out} exists; pass --overwrite to replace it")
+        raise UsageError(f"--output {out} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
-        raise _PredictError(f"--output {out}: directory {out.parent} does not exist")
+        raise UsageError(f"--output {out}: directory {out.parent} does not exist")
     # The first pass counts lines for the progress bar and checks every .jsonl line, so a bad
     # line fails now rather than after hours of inference.
-    total = sum(1 for _ in _records(source, suffix))
+    total = sum(1 for _ in _records(source, suffix, keys))
 
     from tqdm import tqdm
 
     from relex_jax.compilation_cache import enable_compilation_cache
-    from relex_jax.inference import RelexModel
+    from relex_jax.inference import RelexModel, TextError
 
     enable_compilation_cache(args.compilation_cache)
     start = time.perf_counter()
     model = RelexModel.from_pretrained(args.model)
     loaded = time.perf_counter() - start
-    settings = dict(
-        threshold=args.threshold, adjacency_threshold=args.adjacency_threshold,
-        relation_threshold=args.relation_threshold, flat_ner=not args.nested, multi_label=args.multi_label,
-        batch_size=args.batch_size, long_texts=args.long_texts, window_size=args.window_size,
-        window_stride=args.window_stride, packing=args.packing or False,
-    )
+    try:
+        model.check_settings(settings)
+    except ValueError as exc:
+        raise UsageError(f"{args.model}: {exc}") from None
     texts = entity_count = relation_count = 0
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     start = time.perf_counter()
@@ -220,9 +240,13 @@ def _predict(args: argparse.Namespace) -> int:
         ) as bar:
             records = _records(source, suffix)
             while chunk := list(itertools.islice(records, args.chunk_size)):
-                found = model.inference([text for _, text in chunk], labels, relations, **settings)
+                try:
+                    found = model.inference([text for _, text in chunk], labels, relations,
+                                            **dataclasses.asdict(settings))
+                except TextError as exc:
+                    raise UsageError(f"{source}, line {texts + exc.text + 1}: {exc}") from None
                 for (record, _), entities, relations_found in zip(chunk, *found):
-                    record["entities"], record["relations"] = entities, relations_found
+                    record[args.entities_key], record[args.relations_key] = entities, relations_found
                     sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                     entity_count += len(entities)
                     relation_count += len(relations_found)
@@ -282,6 +306,7 @@ def quickstart(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
     import os
     from pathlib import Path
@@ -290,15 +315,16 @@ def evaluate(args: argparse.Namespace) -> int:
     from relex_jax.evaluation import evaluate as run_evaluation
 
     try:
+        settings = inference_settings(args)
         labels = None if args.labels is None else _parse_types(args.labels, "--labels")
         relations = None if args.relations is None else _parse_types(args.relations, "--relations")
         data = str(args.data)
         if not data.startswith("hf:") and not Path(data).is_file():
-            raise _PredictError(f"--data {data}: no such file")
+            raise UsageError(f"--data {data}: no such file")
         examples = read_examples(data, args.on_error)
         if not examples:
-            raise _PredictError(f"--data {data}: no examples")
-    except (_PredictError, MalformedRecord, ValueError) as exc:
+            raise UsageError(f"--data {data}: no examples")
+    except (UsageError, MalformedRecord, ValueError) as exc:
         print(f"relex-jax evaluate: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output or f"eval_{Path(data.split(':')[-1]).stem or 'data'}.json")
@@ -310,12 +336,9 @@ def evaluate(args: argparse.Namespace) -> int:
     model = RelexModel.from_pretrained(args.model)
     print(f"evaluating {args.model} on {len(examples)} texts of {data}", file=sys.stderr)
     try:
-        report = run_evaluation(
-            model, examples, labels, relations, threshold=args.threshold, adjacency_threshold=args.adjacency_threshold,
-            relation_threshold=args.relation_threshold, flat_ner=not args.nested, multi_label=args.multi_label,
-            batch_size=args.batch_size,
-        )
-    except (TypeError, ValueError) as exc:  # thresholds, batch size, label sets
+        model.check_settings(settings)
+        report = run_evaluation(model, examples, labels, relations, **dataclasses.asdict(settings))
+    except (TypeError, ValueError) as exc:  # settings the model cannot run, label sets, a text it cannot take
         print(f"relex-jax evaluate: error: {exc}", file=sys.stderr)
         return 2
     report = {"model": str(args.model), "data": data, **report}
@@ -361,19 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help='entity types, comma-separated ("person,organization"), or a JSON object '
                            '\'{"name": "description", ...}\' whose descriptions the model reads')
     pred.add_argument("--relations", help="relation types, in the same forms (default: entities only)")
-    add_decoding_arguments(pred)
-    pred.add_argument("--long-texts", choices=("window", "truncate"), default="window",
-                      help="texts longer than --window-size words: overlapping windows (default) or cut")
-    pred.add_argument("--window-size", type=int, help="words per window (default: the model's max_len)")
-    pred.add_argument("--window-stride", type=int, help="words between window starts (default: 3/4 of a window)")
+    add_inference_arguments(pred)
     pred.add_argument("--input", required=True,
                       help='.txt (one text per line) or .jsonl (one object with a string "text" per line)')
     pred.add_argument("--output", required=True, help="output .jsonl, one object per input line (written atomically)")
     pred.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    pred.add_argument("--batch-size", type=int, default=8, help="texts (or windows) per forward (default 8)")
-    pred.add_argument("--packing", type=int, nargs="?", const=True, metavar="TOKENS",
-                      help="pack each batch's texts into shared encoder rows of TOKENS tokens (without a value: "
-                           "the default row length, 512): same results, less padding; off by default")
+    pred.add_argument("--entities-key", default="entities",
+                      help="output field for the entities (default: entities); an input record that already has "
+                           "it is refused, not overwritten")
+    pred.add_argument("--relations-key", default="relations", help="output field for the relations (default: relations)")
     pred.add_argument("--chunk-size", type=int, default=256,
                       help="input lines read, predicted and written at a time; bounds memory (default 256)")
     add_compilation_cache_argument(pred)
@@ -390,8 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="gliner training .json, ../shared/data-style .jsonl, or hf:NAME[:SPLIT]")
     ev.add_argument("--labels", help="entity types, comma-separated or a JSON object (default: the types in the data)")
     ev.add_argument("--relations", help="relation types, in the same forms (default: the types in the data)")
-    add_decoding_arguments(ev)
-    ev.add_argument("--batch-size", type=int, default=8, help="texts per forward (default 8)")
+    add_inference_arguments(ev)
     ev.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                     help="malformed records: fail (default) or skip them with a count")
     ev.add_argument("--output", help="JSON report path (default: eval_<data name>.json here; replaced if present)")
@@ -404,13 +422,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    """Thresholds and overlap rules, shared by `predict` and `evaluate`."""
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `InferenceSettings` options (thresholds, overlap rules, batching, long texts, packing),
+    shared by `predict` and `evaluate`."""
     parser.add_argument("--threshold", type=float, default=0.5, help="entity threshold (default 0.5)")
     parser.add_argument("--relation-threshold", type=float, help="relation threshold (default: --threshold)")
     parser.add_argument("--adjacency-threshold", type=float, help="adjacency-head threshold (default: --threshold)")
     parser.add_argument("--nested", action="store_true", help="allow nested entities (gliner's flat_ner=False)")
     parser.add_argument("--multi-label", action="store_true", help="allow several labels per span")
+    parser.add_argument("--batch-size", type=int, default=8, help="texts (or windows) per forward (default 8)")
+    parser.add_argument("--long-texts", choices=("window", "truncate"), default="window",
+                        help="texts longer than --window-size words: overlapping windows (default) or cut")
+    parser.add_argument("--window-size", type=int, help="words per window (default: the model's max_len)")
+    parser.add_argument("--window-stride", type=int, help="words between window starts (default: 3/4 of a window)")
+    parser.add_argument("--packing", type=int, nargs="?", const=True, metavar="TOKENS",
+                        help="pack each batch's texts into shared encoder rows of TOKENS tokens (without a value: "
+                             "the default row length, 512): same results, less padding; off by default")
 
 
 def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ Reference behaviour reproduced:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Collection, NamedTuple, Sequence
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class EntitySpan(NamedTuple):
     score: float  # Python float of the float32 probability
     span_index: int  # flat span index start * K + width into the (W, K) span grid
     class_index: int  # zero-based entity class slot
+    class_probs: dict[str, float] | None = None  # the row's top classes for this span (`class_probs=True`)
 
 
 class Relation(NamedTuple):
@@ -57,6 +58,10 @@ class Relation(NamedTuple):
     label: str
     tail: int
     score: float  # Python float of the float32 probability
+
+
+# Classes listed per span by `class_probs=True` (gliner's `return_class_probs` top-k).
+CLASS_PROBS_TOP = 5
 
 
 def sigmoid(x) -> np.ndarray:
@@ -122,6 +127,8 @@ def decode_entities(
     threshold: float | Sequence[float],
     flat_ner: bool | Sequence[bool] = True,
     multi_label: bool | Sequence[bool] = False,
+    allowed_spans: Sequence[Collection[tuple[int, int]] | None] | None = None,
+    class_probs: bool = False,
 ) -> list[list[EntitySpan]]:
     """Decode entity spans per row, as gliner's `SpanRelexDecoder.decode` (entities part).
 
@@ -133,6 +140,11 @@ def decode_entities(
         class_names: entity label names, shared or one list per row (index c -> name).
         threshold: entity threshold (strict), shared or per row.
         flat_ner, multi_label: greedy-search mode, shared or per row.
+        allowed_spans: gliner's `input_spans`: per row, the (start, end) word spans (end
+            inclusive) that may be entities, or None for every span; spans outside the grid
+            are ignored (callers warn about them).
+        class_probs: gliner's `return_class_probs`: each accepted span carries its row's
+            `CLASS_PROBS_TOP` most probable classes, {name: probability}, best first.
 
     Returns:
         per row, the accepted `EntitySpan`s sorted by start.
@@ -155,6 +167,8 @@ def decode_entities(
     in_text = ends[None] <= words[:, None, None]  # (B, W, K)
     real_class = np.arange(width_c)[None, :] < counts[:, None]  # (B, C)
     passed = (probs > thresholds[:, None, None, None]) & in_text[..., None] & real_class[:, None, None, :]
+    if allowed_spans is not None:
+        passed &= _span_grid(allowed_spans, batch, num_w, max_width)[..., None]
     b_idx, s_idx, k_idx, c_idx = np.nonzero(passed)  # row-major (b, l, k, c), as torch.where
     scores = probs[b_idx, s_idx, k_idx, c_idx].tolist()
     bounds = np.searchsorted(b_idx, np.arange(batch + 1))
@@ -169,8 +183,33 @@ def decode_entities(
                 s_idx[lo:hi].tolist(), k_idx[lo:hi].tolist(), c_idx[lo:hi].tolist(), scores[lo:hi]
             )
         ]
-        result.append(greedy_search(candidates, bool(flat_values[b]), bool(multi_values[b])))
+        kept = greedy_search(candidates, bool(flat_values[b]), bool(multi_values[b]))
+        if class_probs:  # after the greedy search: it does not read them, and fewer spans remain
+            kept = [s._replace(class_probs=_top_classes(probs[b, s.start, s.end - s.start, : counts[b]], row_names))
+                    for s in kept]
+        result.append(kept)
     return result
+
+
+def _span_grid(allowed_spans, batch: int, num_words: int, max_width: int) -> np.ndarray:
+    """(B, W, K) mask of the allowed (start, end) spans; a None row allows every span."""
+    rows = _per_row(allowed_spans, batch, "allowed_spans")
+    grid = np.zeros((batch, num_words, max_width), bool)
+    for b, spans in enumerate(rows):
+        if spans is None:
+            grid[b] = True
+            continue
+        for start, end in spans:
+            if 0 <= start < num_words and 0 <= end - start < max_width:
+                grid[b, start, end - start] = True
+    return grid
+
+
+def _top_classes(class_row: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """gliner's class probabilities of one span: its top `CLASS_PROBS_TOP` real classes, best first
+    (ties: lower class slot first)."""
+    top = np.argsort(-class_row, kind="stable")[:CLASS_PROBS_TOP]
+    return {names[c]: float(class_row[c]) for c in top.tolist()}
 
 
 def decode_relations(
@@ -240,11 +279,15 @@ def decode_relations(
 def entities_to_dicts(
     spans: Sequence[EntitySpan], text: str, start_offsets: Sequence[int], end_offsets: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """One row's spans -> gliner's entity dicts {"start", "end", "text", "label", "score"} (chars)."""
+    """One row's spans -> gliner's entity dicts {"start", "end", "text", "label", "score"} (chars),
+    plus "class_probs" when the spans carry them."""
     out = []
     for span in spans:
         start, end = start_offsets[span.start], end_offsets[span.end]
-        out.append({"start": start, "end": end, "text": text[start:end], "label": span.label, "score": span.score})
+        entity = {"start": start, "end": end, "text": text[start:end], "label": span.label, "score": span.score}
+        if span.class_probs is not None:
+            entity["class_probs"] = span.class_probs
+        out.append(entity)
     return out
 
 

@@ -23,11 +23,13 @@ here return plain dicts, lists, strings and numbers, so reports are JSON-seriali
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from relex_jax.data.training import Example
+from relex_jax.settings import InferenceSettings
 
 __all__ = ["MODES", "entity_metrics", "evaluate", "prf", "relation_metrics", "score_examples"]
 
@@ -173,22 +175,7 @@ def _names(labels, what: str) -> list[str]:
     return names
 
 
-def evaluate(
-    model,
-    examples: Iterable[Example],
-    entity_labels=None,
-    relation_labels=None,
-    threshold: float = 0.5,
-    adjacency_threshold: float | None = None,
-    relation_threshold: float | None = None,
-    flat_ner: bool = True,
-    multi_label: bool = False,
-    batch_size: int = 8,
-    *,
-    long_texts: str = "window",
-    window_size: int | None = None,
-    window_stride: int | None = None,
-) -> dict[str, Any]:
+def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_labels=None, **options) -> dict[str, Any]:
     """Run `model` (a `RelexModel`) over the examples' own tokens (`inference_words`, no
     re-splitting) and score its entities and relations against their gold.
 
@@ -198,8 +185,8 @@ def evaluate(
         entity_labels, relation_labels: the types the model is asked for, in any form `inference`
             takes (a mapping's names are the types scored). Default: the entity / relation types
             present in the examples' gold, sorted; with no relation types, entities only.
-        threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label, batch_size,
-        long_texts, window_size, window_stride: passed to `RelexModel.inference_words`.
+        options: `InferenceSettings` fields (threshold, relation_threshold, batch_size,
+            long_texts, window_size, ...), checked before the model runs.
 
     Every gold item counts, including those the model cannot predict: spans wider than the
     model's `max_width`, spans cut off by `long_texts="truncate"`, types not in the label sets,
@@ -208,9 +195,10 @@ def evaluate(
     Returns:
         {"entities": {"strict", "boundaries", "per_type"}, "relations": {same} (see
         `entity_metrics` / `relation_metrics`; `per_type` lists every requested type), "texts": n,
-        "entity_types": [...], "relation_types": [...], "settings": {the thresholds and decoding
-        options used}, "seconds": wall time of the model call, "texts_per_second": n / seconds}.
+        "entity_types": [...], "relation_types": [...], "settings": {the `InferenceSettings`
+        used}, "seconds": wall time of the model call, "texts_per_second": n / seconds}.
     """
+    settings = InferenceSettings(**options)
     examples = list(examples)
     if not examples:
         raise ValueError("no examples to evaluate")
@@ -223,22 +211,15 @@ def evaluate(
     entity_types, relation_types = _names(entity_labels, "entity_labels"), _names(relation_labels, "relation_labels")
     start = time.perf_counter()
     entities, relations = model.inference_words(
-        [list(e.tokens) for e in examples], entity_labels, relation_labels or None, threshold, adjacency_threshold,
-        relation_threshold, flat_ner, multi_label, batch_size, long_texts=long_texts, window_size=window_size,
-        window_stride=window_stride,
+        [list(e.tokens) for e in examples], entity_labels, relation_labels or None, **dataclasses.asdict(settings)
     )
     seconds = time.perf_counter() - start
     report = score_examples(examples, entities, relations, entity_types, relation_types)
-    settings = {
-        "threshold": threshold, "adjacency_threshold": adjacency_threshold, "relation_threshold": relation_threshold,
-        "flat_ner": flat_ner, "multi_label": multi_label, "batch_size": batch_size, "long_texts": long_texts,
-        "window_size": window_size, "window_stride": window_stride,
-    }
     report.update(
         texts=len(examples),
         entity_types=entity_types,
         relation_types=relation_types,
-        settings={k: float(v) if "threshold" in k and v is not None else v for k, v in settings.items()},
+        settings=settings.to_dict(),
         seconds=seconds,
         texts_per_second=len(examples) / seconds if seconds > 0 else 0.0,
     )

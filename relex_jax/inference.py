@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -25,8 +25,8 @@ from relex_jax.checkpoint.convert import RELEX_CONFIG, load_relex_dir
 from relex_jax.checkpoint.gliner import GLINER_CONFIG, load_gliner_checkpoint
 from relex_jax.config import RelexConfig
 from relex_jax.data.labels import LabelSet, normalize_labels
-from relex_jax.data.packing import check_packable, first_fit, pack_batch
-from relex_jax.data.processor import _bucket, build_batch, split_words, window_starts
+from relex_jax.data.packing import first_fit, pack_batch
+from relex_jax.data.processor import _bucket, build_batch, encode_prompted, split_words, window_starts
 from relex_jax.decoding import (
     EntitySpan,
     Relation,
@@ -37,6 +37,7 @@ from relex_jax.decoding import (
     relations_to_dicts,
 )
 from relex_jax.modeling.relex import RelexModule, RelexOutput
+from relex_jax.settings import InferenceSettings
 
 logger = logging.getLogger("relex_jax")
 
@@ -49,11 +50,6 @@ SHAPE_BUCKETS = {
     "entities": (2, 4, 8, 16, 32, 64),
     "relations": (2, 4, 8, 16, 32, 64),
 }
-LONG_TEXT_MODES = ("window", "truncate")
-# Default packed row length: several texts per row (~65 tokens each with the prompt for real
-# tokenizers), so the last text of a row wastes little; attention cost grows with the row, the
-# rest of the encoder only with real tokens.
-PACKED_ROW_TOKENS = 512
 # Packed grid rows per forward: powers of two and their midpoints (few shapes, at most 1/3 empty).
 PACKED_ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
@@ -73,6 +69,7 @@ class WordEntity(NamedTuple):
     end: int  # last word (inclusive)
     label: str
     score: float
+    class_probs: dict[str, float] | None = None  # with `return_class_probs`
 
 
 class WordRelation(NamedTuple):
@@ -183,6 +180,8 @@ class RelexModel:
         window_size: int | None = None,
         window_stride: int | None = None,
         packing: bool | int = False,
+        input_spans: Sequence[Sequence[Mapping[str, int]] | None] | None = None,
+        return_class_probs: bool = False,
     ):
         """Extract entities (and relations) from texts, as gliner's `inference`.
 
@@ -206,20 +205,36 @@ class RelexModel:
                 batch share rows of the encoder's input instead of one padded row each (see
                 `relex_jax.data.packing`); same results (scores within float rounding), less
                 padding. Rows grow to hold the batch's longest text.
+            input_spans: gliner's span filter: one entry per text, None (every span) or a list of
+                {"start": char, "end": char} dicts (end exclusive, as the entity dicts); only
+                these spans can be entities, still under `threshold`. Relations are scored as
+                without the filter and kept between the spans it lets through, as in gliner. A
+                span that does not start and end on word boundaries, or is wider than the
+                model's `max_width` words, cannot be scored: it is left out with a warning
+                (gliner leaves it out silently).
+            return_class_probs: each entity dict gets "class_probs", {label: probability} of its
+                span's 5 most probable labels, best first (gliner's option).
 
         Returns:
             (entities, relations): one list of gliner-format dicts per text, or only entities.
+
+        Raises:
+            ValueError for bad settings or labels, before any text is run; `TextError` (a
+            ValueError naming the text) for a text the model cannot take.
         """
+        settings = InferenceSettings(
+            threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label, batch_size, long_texts,
+            window_size, window_stride, packing, return_class_probs,
+        )
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
         splits = [split_words(text) for text in texts]
-        results = self._extract(
-            [words for words, _, _ in splits], labels, relations, threshold, adjacency_threshold, relation_threshold,
-            flat_ner, multi_label, batch_size, return_relations, long_texts, window_size, window_stride, packing,
-        )
+        word_spans = None if input_spans is None else _char_spans_to_words(input_spans, splits)
+        results = self._extract([words for words, _, _ in splits], labels, relations, settings, return_relations,
+                                word_spans)
         all_entities, all_relations = [], []
         for text, (_, starts, ends), (spans, rels) in zip(texts, splits, results):
             entities = entities_to_dicts(spans, text, starts, ends)
@@ -243,6 +258,8 @@ class RelexModel:
         window_size: int | None = None,
         window_stride: int | None = None,
         packing: bool | int = False,
+        input_spans: Sequence[Sequence[tuple[int, int]] | None] | None = None,
+        return_class_probs: bool = False,
     ) -> tuple[list[list[WordEntity]], list[list[WordRelation]]]:
         """`inference` on texts already split into words (a dataset's own tokens), in word positions.
 
@@ -255,17 +272,23 @@ class RelexModel:
             words: one sequence of words (list or tuple of strings) per text; a text with no
                 words gives no entities. A single text is `[words]`, not `words`.
             labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner,
-            multi_label, batch_size, long_texts, window_size, window_stride, packing: as `inference`
-                (windows and truncation count these words).
+            multi_label, batch_size, long_texts, window_size, window_stride, packing,
+            return_class_probs: as `inference` (windows and truncation count these words).
+            input_spans: as `inference`'s, in words: per text None or (start, end) word pairs,
+                end inclusive; a pair outside the text is an error.
 
         Returns:
             (entities, relations), one list per text:
-            entities: `WordEntity(start, end, label, score)`, `start` / `end` the first and last
-                word (inclusive), sorted by start as `inference`'s dicts;
+            entities: `WordEntity(start, end, label, score, class_probs)`, `start` / `end` the
+                first and last word (inclusive), sorted by start as `inference`'s dicts;
             relations: `WordRelation(head, tail, label, score)`, `head` / `tail` indexing that
                 text's entity list, in `inference`'s order. Scores and order equal `inference`'s
                 on the same words.
         """
+        settings = InferenceSettings(
+            threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label, batch_size, long_texts,
+            window_size, window_stride, packing, return_class_probs,
+        )
         if isinstance(words, (str, bytes)):
             raise TypeError("words must hold one list of words per text, got a string")
         texts = []
@@ -279,12 +302,10 @@ class RelexModel:
                 if not word.strip():
                     raise ValueError(f"text {i}: word {j} ({word!r}) is empty or whitespace; every word needs a token")
             texts.append(list(text_words))
+        word_spans = None if input_spans is None else _check_word_spans(input_spans, texts)
         self._check_words_tokenize(texts)
-        results = self._extract(
-            texts, labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label,
-            batch_size, True, long_texts, window_size, window_stride, packing,
-        )
-        entities = [[WordEntity(s.start, s.end, s.label, s.score) for s in spans] for spans, _ in results]
+        results = self._extract(texts, labels, relations, settings, True, word_spans)
+        entities = [[WordEntity(s.start, s.end, s.label, s.score, s.class_probs) for s in spans] for spans, _ in results]
         rels = [[WordRelation(r.head, r.tail, r.label, r.score) for r in text_rels] for _, text_rels in results]
         return entities, rels
 
@@ -303,35 +324,36 @@ class RelexModel:
                                         relation_threshold, flat_ner, multi_label, **kwargs)
         return entities[0], rels[0]
 
-    def _extract(self, words: list[list[str]], labels, relations, threshold, adjacency_threshold,
-                 relation_threshold, flat_ner, multi_label, batch_size, return_relations, long_texts,
-                 window_size, window_stride, packing=False) -> list[tuple[list[EntitySpan], list[Relation]]]:
-        """The shared path of `inference` and `inference_words`: validate labels and settings,
-        cut texts into pieces, batch them by length, forward, decode, merge windows. Returns per
-        text its decoded spans (text word positions) and relations ([] for a text with no words)."""
-        entity_sets = normalize_labels(labels, len(words), "labels")
-        relation_sets = normalize_labels(relations, len(words), "relations", required=False)
-        for name, value in (("threshold", threshold), ("adjacency_threshold", adjacency_threshold),
-                            ("relation_threshold", relation_threshold)):
-            if value is not None and not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        row_tokens = _packed_row_tokens(packing, self.config)
-        relation_threshold = threshold if relation_threshold is None else relation_threshold
+    def check_settings(self, settings: InferenceSettings) -> None:
+        """Refuse settings this model cannot run (see `InferenceSettings.check_model`) and a
+        model that cannot tokenize, before any text is read."""
         if self.tokenizer is None:
             raise ValueError(f"{self.model_dir} has no tokenizer.json, so texts cannot be tokenized")
+        settings.check_model(self.config)
+
+    def _extract(self, words: list[list[str]], labels, relations, settings: InferenceSettings,
+                 return_relations: bool, word_spans: list[list[tuple[int, int]] | None] | None = None,
+                 ) -> list[tuple[list[EntitySpan], list[Relation]]]:
+        """The shared path of `inference` and `inference_words`: validate labels and settings,
+        cut texts into pieces, check every piece fits the model, batch them by length, forward,
+        decode, merge windows. Returns per text its decoded spans (text word positions) and
+        relations ([] for a text with no words)."""
+        entity_sets = normalize_labels(labels, len(words), "labels")
+        relation_sets = normalize_labels(relations, len(words), "relations", required=False)
+        self.check_settings(settings)
         for i, text_words in enumerate(words):
             if text_words and not entity_sets[i].prompts:
                 raise ValueError(f"text {i} has no entity labels: name at least one type to extract")
+        if word_spans is not None:
+            word_spans = self._scorable_spans(word_spans)
 
-        pieces = self._pieces(words, long_texts, window_size, window_stride)
+        pieces = self._pieces(words, settings)
+        self._check_positions(pieces, entity_sets, relation_sets)
         results: list[list[tuple[list[EntitySpan], list[Relation]]]] = [[] for _ in words]
         order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].words))
-        for chunk in range(0, len(order), batch_size):
-            batch = [pieces[i] for i in order[chunk : chunk + batch_size]]
-            decoded = self._run(batch, entity_sets, relation_sets, threshold, adjacency_threshold,
-                                relation_threshold, flat_ner, multi_label, return_relations, row_tokens)
+        for chunk in range(0, len(order), settings.batch_size):
+            batch = [pieces[i] for i in order[chunk : chunk + settings.batch_size]]
+            decoded = self._run(batch, entity_sets, relation_sets, settings, return_relations, word_spans)
             for piece, result in zip(batch, decoded):
                 results[piece.text].append(result)
         merged = []
@@ -341,8 +363,18 @@ class RelexModel:
             elif len(windows) == 1:
                 merged.append(windows[0])
             else:
-                merged.append(merge_windows(windows, flat_ner, multi_label, relation_sets[i].names))
+                merged.append(merge_windows(windows, settings.flat_ner, settings.multi_label, relation_sets[i].names))
         return merged
+
+    def _scorable_spans(self, word_spans: list[list[tuple[int, int]] | None]) -> list[list[tuple[int, int]] | None]:
+        """Leave out, with a warning, `input_spans` wider than the model's `max_width` words:
+        the model has no score for them."""
+        k = self.config.max_width
+        wide = [(i, span) for i, spans in enumerate(word_spans) for span in spans or () if span[1] - span[0] >= k]
+        if wide:
+            logger.warning("%d input span(s) wider than max_width=%d words cannot be scored and are left out, the "
+                           "first in text %d: words %d-%d", len(wide), k, wide[0][0], *wide[0][1])
+        return [None if spans is None else [span for span in spans if span[1] - span[0] < k] for spans in word_spans]
 
     def _check_words_tokenize(self, words: list[list[str]]) -> None:
         """Refuse a word the tokenizer maps to no tokens (it would shift every later word)."""
@@ -353,33 +385,21 @@ class RelexModel:
         empty = {w for w, e in zip(distinct, encodings) if not e.ids}
         if empty:
             i, j = next((i, j) for i, text_words in enumerate(words) for j, w in enumerate(text_words) if w in empty)
-            raise ValueError(
-                f"text {i}: word {j} ({words[i][j]!r}) has no tokens in this tokenizer, which would shift every "
+            raise TextError(
+                i, f"text {i}: word {j} ({words[i][j]!r}) has no tokens in this tokenizer, which would shift every "
                 f"later word; drop or replace it ({len(empty)} such distinct words in all)"
             )
 
-    def _pieces(self, words: list[list[str]], long_texts: str, window_size: int | None,
-                window_stride: int | None) -> list[_Piece]:
+    def _pieces(self, words: list[list[str]], settings: InferenceSettings) -> list[_Piece]:
         """Split texts into model rows: whole texts, windows of long ones, or truncated ones."""
-        if long_texts not in LONG_TEXT_MODES:
-            raise ValueError(f"long_texts must be one of {LONG_TEXT_MODES}, got {long_texts!r}")
-        size = window_size or self.config.max_len
-        stride = window_stride or max(1, size - size // 4)
-        if size < 1 or stride < 1:
-            raise ValueError(f"window_size and window_stride must be positive, got {size} and {stride}")
-        if long_texts == "window" and size - stride < self.config.max_width - 1 and size < max(map(len, words), default=0):
-            raise ValueError(
-                f"windows of {size} words {stride} apart overlap by {size - stride} words, fewer than the "
-                f"{self.config.max_width - 1} a span of up to max_width={self.config.max_width} words needs "
-                "to lie whole in some window; lower window_stride"
-            )
+        size, stride = settings.windows(self.config)
         pieces = []
         for i, text_words in enumerate(words):
             if not text_words:
                 continue
             if len(text_words) <= size:
                 pieces.append(_Piece(i, 0, text_words))
-            elif long_texts == "truncate":
+            elif settings.long_texts == "truncate":
                 logger.warning("text %d has %d words; truncated to its first %d (long_texts='truncate')",
                                i, len(text_words), size)
                 pieces.append(_Piece(i, 0, text_words[:size]))
@@ -387,11 +407,34 @@ class RelexModel:
                 pieces.extend(_Piece(i, s, text_words[s : s + size]) for s in window_starts(len(text_words), size, stride))
         return pieces
 
-    def _run(self, pieces: list[_Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet], threshold,
-             adjacency_threshold, relation_threshold, flat_ner, multi_label, return_relations, row_tokens=None):
-        """Forward and decode one batch of pieces (packed into rows of `row_tokens` tokens, or one
-        padded row each when None); spans come back in text word positions."""
+    def _check_positions(self, pieces: list[_Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet]):
+        """Absolute position embeddings have a fixed table; a longer row would index past it
+        (jit clamps such indices silently). Every piece is checked before the first batch, and
+        the first too long is refused, naming its text."""
+        enc, cfg = self.config.encoder, self.config
+        if not enc.position_biased_input or not pieces:
+            return
+        encodings, _ = encode_prompted(
+            self.tokenizer, [p.words for p in pieces], [entity_sets[p.text].prompts for p in pieces],
+            [relation_sets[p.text].prompts for p in pieces], ent_token=cfg.ent_token, sep_token=cfg.sep_token,
+            rel_token=cfg.rel_token,
+        )
+        for piece, encoding in zip(pieces, encodings):
+            if len(encoding.ids) > enc.max_position_embeddings:
+                raise TextError(
+                    piece.text,
+                    f"text {piece.text} (words {piece.offset}-{piece.offset + len(piece.words) - 1}) needs "
+                    f"{len(encoding.ids)} tokens with its prompt, but this encoder's "
+                    f"absolute positions stop at {enc.max_position_embeddings}; use a smaller window_size "
+                    "or fewer labels",
+                )
+
+    def _run(self, pieces: list[_Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet],
+             settings: InferenceSettings, return_relations: bool, word_spans=None):
+        """Forward and decode one batch of pieces (packed into rows when `settings.packing`, or
+        one padded row each); spans come back in text word positions."""
         cfg = self.config
+        row_tokens = settings.row_tokens()
         rows = _bucket_rows(len(pieces), len(self.devices))
         # filler rows repeat a real one (dropped below); packed, they are empty text slots instead
         padded = pieces if row_tokens else pieces + [pieces[-1]] * (rows - len(pieces))
@@ -405,24 +448,25 @@ class RelexModel:
             buckets={k: v for k, v in SHAPE_BUCKETS.items() if not (row_tokens and k == "tokens")},
         )
         if row_tokens:
-            self._check_positions(int(batch.attention_mask.sum(1).max()))
             longest = int(batch.input_ids.shape[1])
             row_tokens = row_tokens if longest <= row_tokens else _bucket(longest, SHAPE_BUCKETS["tokens"])
             grid_rows = first_fit(batch.attention_mask.sum(1), row_tokens)[2]
             grid_rows = -(-_bucket(grid_rows, PACKED_ROW_BUCKETS) // len(self.devices)) * len(self.devices)
             inputs = pack_batch(batch, row_tokens, grid_rows, texts=rows, pad_id=cfg.encoder.pad_token_id).model_inputs()
         else:
-            self._check_positions(batch.input_ids.shape[1])
             inputs = batch.model_inputs()
-        out = self.forward(inputs, threshold, adjacency_threshold=adjacency_threshold, packed=bool(row_tokens))
+        out = self.forward(inputs, settings.threshold, adjacency_threshold=settings.adjacency_threshold,
+                           packed=bool(row_tokens))
         n = len(pieces)
-        names = [e.names for e in ents[:n]]
-        spans = decode_entities(np.asarray(out.entity_logits)[:n], batch.text_lengths[:n], None, names, threshold,
-                                flat_ner, multi_label)
+        allowed = None if word_spans is None else [_piece_spans(word_spans[p.text], p) for p in pieces]
+        spans = decode_entities(np.asarray(out.entity_logits)[:n], batch.text_lengths[:n], None,
+                                [e.names for e in ents[:n]], settings.threshold, settings.flat_ner,
+                                settings.multi_label, allowed_spans=allowed, class_probs=settings.return_class_probs)
         if return_relations:
             relations = decode_relations(
                 spans, np.asarray(out.entity_index)[:n], np.asarray(out.entity_mask)[:n], np.asarray(out.pair_mask)[:n],
-                np.asarray(out.relation_logits)[:n], [r.names for r in rels[:n]], relation_threshold, cfg.max_width,
+                np.asarray(out.relation_logits)[:n], [r.names for r in rels[:n]], settings.relation_cutoff,
+                cfg.max_width,
             )
         else:
             relations = [[] for _ in range(n)]
@@ -433,25 +477,69 @@ class RelexModel:
             for p, row_spans, row_rels in zip(pieces, spans, relations)
         ]
 
-    def _check_positions(self, tokens: int):
-        """Absolute position embeddings have a fixed table; a longer row would index past it
-        (jit clamps such indices silently), so refuse it here."""
-        enc = self.config.encoder
-        if enc.position_biased_input and tokens > enc.max_position_embeddings:
-            raise ValueError(
-                f"a batch needs {tokens} tokens but this encoder's absolute positions stop at "
-                f"{enc.max_position_embeddings}; use a smaller window_size or fewer labels"
-            )
+
+class TextError(ValueError):
+    """A text the model cannot take (`text`: its index in the call), raised before any batch runs."""
+
+    def __init__(self, text: int, message: str):
+        super().__init__(message)
+        self.text = text
 
 
-def _packed_row_tokens(packing: bool | int, config: RelexConfig) -> int | None:
-    """Tokens per packed row for `inference(packing=...)`, None without packing."""
-    if packing is False or packing is None:
+def _char_spans_to_words(input_spans, splits) -> list[list[tuple[int, int]] | None]:
+    """`inference`'s `input_spans` (character offsets per text) -> (start, end) word spans (end
+    inclusive). A span whose ends are not word boundaries is left out with a warning."""
+    if isinstance(input_spans, (str, Mapping)) or len(input_spans) != len(splits):
+        raise ValueError(f"input_spans must hold one entry per text ({len(splits)}): None or a list of "
+                         "{'start': char, 'end': char} dicts")
+    out, unaligned = [], []
+    for i, (spans, (_, starts, ends)) in enumerate(zip(input_spans, splits)):
+        if spans is None:
+            out.append(None)
+            continue
+        word_of_start = {c: w for w, c in enumerate(starts)}
+        word_of_end = {c: w for w, c in enumerate(ends)}
+        words = []
+        for span in spans:
+            if not isinstance(span, Mapping) or not {"start", "end"} <= span.keys():
+                raise ValueError(f"input_spans[{i}]: expected {{'start': char, 'end': char}} dicts, got {span!r}")
+            start, end = word_of_start.get(span["start"]), word_of_end.get(span["end"])
+            if start is None or end is None or end < start:
+                unaligned.append((i, span))
+            else:
+                words.append((start, end))
+        out.append(words)
+    if unaligned:
+        logger.warning("%d input span(s) do not start and end on word boundaries and are left out, the first in "
+                       "text %d: %r", len(unaligned), unaligned[0][0], dict(unaligned[0][1]))
+    return out
+
+
+def _check_word_spans(input_spans, words: list[list[str]]) -> list[list[tuple[int, int]] | None]:
+    """`inference_words`'s `input_spans`: per text None or (start, end) word pairs inside the text."""
+    if isinstance(input_spans, (str, Mapping)) or len(input_spans) != len(words):
+        raise ValueError(f"input_spans must hold one entry per text ({len(words)}): None or (start, end) word pairs")
+    out = []
+    for i, (spans, text_words) in enumerate(zip(input_spans, words)):
+        if spans is None:
+            out.append(None)
+            continue
+        pairs = []
+        for span in spans:
+            if not (len(span) == 2 and all(type(x) is int for x in span) and 0 <= span[0] <= span[1] < len(text_words)):
+                raise ValueError(f"input_spans[{i}]: {span!r} is not a (start, end) pair of word positions inside "
+                                 f"the text's {len(text_words)} words (end inclusive)")
+            pairs.append((span[0], span[1]))
+        out.append(pairs)
+    return out
+
+
+def _piece_spans(spans: list[tuple[int, int]] | None, piece: _Piece) -> list[tuple[int, int]] | None:
+    """A text's allowed spans that lie whole in one piece (window), in the piece's positions."""
+    if spans is None:
         return None
-    if not (packing is True or (type(packing) is int and packing > 0)):
-        raise ValueError(f"packing must be True, False or a positive row length in tokens, got {packing!r}")
-    check_packable(config)
-    return PACKED_ROW_TOKENS if packing is True else packing
+    last = piece.offset + len(piece.words) - 1
+    return [(s - piece.offset, e - piece.offset) for s, e in spans if piece.offset <= s and e <= last]
 
 
 def _bucket_rows(rows: int, devices: int) -> int:

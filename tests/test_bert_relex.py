@@ -354,3 +354,30 @@ def test_scratch_init_with_a_bert_encoder_runs_in_gliner(tmp_path):
     with pytest.raises(ValueError, match="model.encoder: .*hidden_sise"):
         initial_model(ModelInit(init="scratch", encoder={"model_type": "bert", "hidden_sise": 8},
                                 tokenizer=str(tokenizer_dir)), jax.random.PRNGKey(0), tmp_path / "run3")
+
+
+def test_a_text_past_the_position_table_is_refused_before_any_batch(released, tmp_path, capsys):
+    """BERT's absolute positions stop at `max_position_embeddings`: a (window of a) text longer than
+    that with its prompt is named before anything runs, in the library and by `predict`."""
+    from relex_jax import cli
+    from relex_jax.inference import TextError
+
+    _, path = released
+    relex = RelexModel.from_pretrained(path, devices=jax.devices()[:1])
+    limit = relex.config.encoder.max_position_embeddings
+    long_text = " ".join(["word"] * limit)
+    texts = TEXTS[:2] + [long_text]
+    too_long = f"text 2 \\(words 0-{limit - 1}\\) needs \\d+ tokens with its prompt, .* stop at {limit}"
+    with pytest.raises(TextError, match=too_long) as caught:
+        relex.inference(texts, LABELS, RELATIONS, window_size=limit)
+    assert caught.value.text == 2 and not relex.compiled_shapes, "refused before the first batch"
+    with pytest.raises(TextError, match=f"text 0 \\(words 0-{limit - 1}\\) needs"):
+        relex.inference([long_text + " more"], LABELS, window_size=limit)
+    assert len(relex.inference([long_text], LABELS, threshold=0.99)[0]) == 1  # default windows fit the table
+
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n")
+    argv = ["predict", "--model", str(path), "--labels", ",".join(LABELS), "--input", str(source),
+            "--output", str(tmp_path / "out.jsonl"), "--window-size", str(limit)]
+    assert cli.main(argv) == 2
+    assert f"{source}, line 3: text 2 (words 0-{limit - 1}) needs" in capsys.readouterr().err

@@ -135,9 +135,8 @@ def test_rng_comes_back_as_given(tmp_path, impl):
         np.testing.assert_array_equal(jax.random.uniform(got, (4,)), jax.random.uniform(rng, (4,)))
 
 
-def test_restores_into_the_target_shardings(tmp_path):
-    devices = np.array(jax.devices())
-    assert devices.size == 8, "tests/conftest.py sets 8 simulated CPU devices"
+def test_restores_into_the_target_shardings(tmp_path, eight_devices):
+    devices = np.array(eight_devices)
     save_mesh = Mesh(devices.reshape(4, 2), ("data", "model"))
     values = np.arange(64, dtype=np.float32).reshape(8, 8) * 0.1
     state = {
@@ -361,3 +360,14 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint_usable(tmp_path, ho
         np.testing.assert_array_equal(state["w"], np.asarray(new4["w"]))
         assert data_state == {"epoch": 0, "batch": 4}
     assert not [d for d in _step_dirs(run_dir) if TMP_SUFFIX in d]
+
+
+def test_device_count_tests_skip_with_the_reason_on_other_platforms(monkeypatch):
+    from types import SimpleNamespace
+
+    from conftest import devices_or_skip
+
+    assert len(devices_or_skip(8)) == 8
+    monkeypatch.setattr(jax, "devices", lambda: [SimpleNamespace(platform="gpu")])
+    with pytest.raises(pytest.skip.Exception, match="needs 8 devices: .* platform is gpu with 1 device"):
+        devices_or_skip(8)

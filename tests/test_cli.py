@@ -169,6 +169,9 @@ def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
         compiled_shapes: set = set()
         calls = 0
 
+        def check_settings(self, settings):
+            pass
+
         def inference(self, texts, labels, relations=None, **settings):
             Failing.calls += 1
             if Failing.calls == 2:
@@ -183,3 +186,33 @@ def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
                   "--output", str(tmp_path / "out.jsonl"), "--chunk-size", "2"])
     assert Failing.calls == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_predict_refuses_to_replace_fields_of_the_input(tmp_path, capsys):
+    """Gold "entities" in an input record are not overwritten silently: refused before any model
+    loads, with the option that names other output fields."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Alice works in Paris."}\n{"text": "Bob.", "entities": []}\n')
+    err = predict_error(tmp_path, capsys, source=source)
+    assert f"{source}, line 2: the record already has a field 'entities'" in err and "--entities-key" in err
+    err = predict_error(tmp_path, capsys, "--entities-key", "text", source=source)
+    assert "other than 'text'" in err
+
+
+def test_predict_writes_under_other_keys_and_names_the_line_of_a_text_it_cannot_take(relex_dir, tmp_path, capsys):
+    from test_relex_parity import LABELS
+
+    path, threshold = relex_dir
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Alice works in Paris.", "entities": ["gold"]}\n')
+    out = tmp_path / "out.jsonl"
+    assert cli.main(["predict", "--model", str(path), "--labels", ",".join(LABELS), "--input", str(source),
+                     "--output", str(out), "--threshold", str(threshold), "--entities-key", "predicted",
+                     "--relations-key", "predicted_relations"]) == 0
+    [row] = read_jsonl(out)
+    assert row["entities"] == ["gold"] and isinstance(row["predicted"], list) and row["predicted_relations"] == []
+    # Windows that overlap too little for the model's widest span: refused before the first batch.
+    assert cli.main(["predict", "--model", str(path), "--labels", ",".join(LABELS), "--input", str(source),
+                     "--output", str(tmp_path / "w.jsonl"), "--entities-key", "p", "--relations-key", "r",
+                     "--window-size", "8", "--window-stride", "8"]) == 2
+    assert "overlap by 0 words" in capsys.readouterr().err and not (tmp_path / "w.jsonl").exists()

@@ -96,7 +96,7 @@ def assert_same_relations(ours, theirs, tol):
 
 
 def strip_scores(items):
-    return [[{k: v for k, v in d.items() if k != "score"} for d in row] for row in items]
+    return [[{k: v for k, v in d.items() if k not in ("score", "class_probs")} for d in row] for row in items]
 
 
 def assert_same_dicts(ours, theirs, tol):

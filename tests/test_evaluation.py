@@ -157,7 +157,10 @@ def test_evaluate_defaults_pass_through_and_report():
     words, labels, rels, args, kwargs = model.calls[0]
     assert words == [list(e.tokens) for e in EXAMPLES]  # the examples' own tokens, unsplit
     assert labels == ["location", "organization", "person"] and rels == ["located in", "works at"]
-    assert args == (0.3, None, 0.2, True, False, 4) and kwargs["window_size"] == 32
+    assert args == () and {k: kwargs[k] for k in ("threshold", "adjacency_threshold", "relation_threshold", "flat_ner",
+                                                  "multi_label", "batch_size", "window_size")} == dict(
+        threshold=0.3, adjacency_threshold=None, relation_threshold=0.2, flat_ner=True, multi_label=False, batch_size=4,
+        window_size=32)
     # Gold: 5 entities, among them the 5-word span no model of max_width 4 can find; it counts as missed.
     assert report["entities"]["strict"] == expect(1, "3/5", 3, 0, 2)
     assert report["entities"]["per_type"]["organization"] == expect(0, 0, 0, 0, 1)
@@ -179,6 +182,10 @@ def test_evaluate_defaults_pass_through_and_report():
         evaluate(model, EXAMPLES[2:])
     with pytest.raises(TypeError, match="one label set for all examples"):
         evaluate(model, EXAMPLES, entity_labels=[["person"], ["location"], ["person"]])
+    with pytest.raises(ValueError, match="relation_threshold must be a probability"):
+        evaluate(model, EXAMPLES, relation_threshold=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'treshold'"):
+        evaluate(model, EXAMPLES, treshold=0.2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from test_relex_parity import LABELS, RELATIONS, TEXTS
 
 from relex_jax import RelexModel
 from relex_jax.data.labels import MAX_LABELS
+from relex_jax.data.processor import split_words
 from relex_jax.decoding import EntitySpan, Relation, merge_windows
 
 torch = pytest.importorskip("torch")
@@ -167,12 +168,11 @@ def test_compiled_shapes_stay_few(parity):
     assert 1 <= len(input_shapes) <= 8 and len(relex.compiled_shapes) < batches
 
 
-def test_eight_devices_equal_one(parity):
+def test_eight_devices_equal_one(parity, eight_devices):
     _, path, _, texts, (threshold, relation_threshold) = parity
-    assert len(jax.devices()) == 8
     subset = texts[:48]
     results = []
-    for devices in (jax.devices()[:1], jax.devices()):
+    for devices in (eight_devices[:1], eight_devices):
         relex = RelexModel.from_pretrained(path, devices=devices)
         results.append(relex.inference(subset, LABELS, RELATIONS, threshold=threshold,
                                        relation_threshold=relation_threshold, batch_size=16))
@@ -207,10 +207,74 @@ def test_windows_cover_long_texts_with_right_offsets(parity):
         assert (head["start"], head["end"]) == (rel["head"]["start"], rel["head"]["end"])
         assert (tail["start"], tail["end"]) == (rel["tail"]["start"], rel["tail"]["end"])
     assert relations, "relations are found inside windows"
-    # A text no longer than one window is one window: identical to truncation mode.
-    short = relex.inference(texts[:20], LABELS, RELATIONS, threshold=threshold, relation_threshold=relation_threshold)
-    assert short == relex.inference(texts[:20], LABELS, RELATIONS, threshold=threshold,
-                                    relation_threshold=relation_threshold, long_texts="truncate")
+
+
+def test_texts_that_fit_one_window_match_gliner_unwindowed(parity):
+    model, _, relex, texts, thresholds = parity
+    fitting = [t for t in texts if len(split_words(t)[0]) <= 48][:60]
+    ours, theirs = both(model, relex, fitting, LABELS, RELATIONS, thresholds,
+                        ours_only=dict(window_size=48, window_stride=32))
+    assert_same_results(ours, theirs)
+    assert sum(map(len, theirs[1])) > 0
+
+
+def _merge_by_hand(windows, relation_order):
+    """The windows' (start, end, label, score) entities and (head, label, tail, score) relations in
+    text word positions -> one result: best score per span and label, flat greedy search, relations
+    re-attached to the first kept span with their argument's bounds, best score, sorted."""
+    best = {}
+    for entities, _ in windows:
+        for start, end, label, score in entities:
+            if score > best.get((start, end, label), -1.0):
+                best[(start, end, label)] = score
+    kept = []
+    for (start, end, label), score in sorted(best.items(), key=lambda item: -item[1]):
+        if all(end < s or e < start for s, e, _, _ in kept):
+            kept.append((start, end, label, score))
+    kept.sort(key=lambda e: e[0])
+    first = {}
+    for i, (start, end, _, _) in enumerate(kept):
+        first.setdefault((start, end), i)
+    relations = {}
+    for entities, rels in windows:
+        for head, label, tail, score in rels:
+            h, t = first.get(entities[head][:2]), first.get(entities[tail][:2])
+            if h is not None and t is not None and score > relations.get((h, label, t), -1.0):
+                relations[(h, label, t)] = score
+    ordered = sorted(relations.items(), key=lambda item: (item[0][0], item[0][2], relation_order.index(item[0][1])))
+    return kept, [(h, label, t, score) for (h, label, t), score in ordered]
+
+
+def test_long_text_matches_gliner_run_on_each_window_and_merged_by_hand(parity):
+    """Windows of a long text, each run by gliner as a text of its own, merged in this test: the
+    same entities, relations and scores as our windowed inference."""
+    model, _, relex, texts, (threshold, relation_threshold) = parity
+    words = [w for t in texts[7:27] for w in split_words(t)[0]]
+    size, stride = 48, 32
+    assert len(words) > 4 * size
+    starts = list(range(0, len(words) - size + 1, stride))
+    starts += [len(words) - size] if starts[-1] + size < len(words) else []
+    settings = dict(threshold=threshold, relation_threshold=relation_threshold)
+    pieces = [" ".join(words[s : s + size]) for s in starts]
+    ents, rels = model.inference(pieces, LABELS, relations=RELATIONS, **settings)
+    windows = []
+    for s, piece, piece_ents, piece_rels in zip(starts, pieces, ents, rels):
+        word_at = {c: s + i for i, c in enumerate(split_words(piece)[1])}
+        word_end = {c: s + i for i, c in enumerate(split_words(piece)[2])}
+        spans = [(word_at[e["start"]], word_end[e["end"]], e["label"], e["score"]) for e in piece_ents]
+        windows.append((spans, [(r["head"]["entity_idx"], r["relation"], r["tail"]["entity_idx"], r["score"])
+                                for r in piece_rels]))
+    expected_entities, expected_relations = _merge_by_hand(windows, RELATIONS)
+
+    text = " ".join(words)
+    _, starts_at, ends_at = split_words(text)
+    ours_ents, ours_rels = relex.inference([text], LABELS, RELATIONS, window_size=size, window_stride=stride, **settings)
+    ours = [(starts_at.index(e["start"]), ends_at.index(e["end"]), e["label"], e["score"]) for e in ours_ents[0]]
+    assert [e[:3] for e in ours] == [e[:3] for e in expected_entities] and len(ours) > 2 * len(starts)
+    np.testing.assert_allclose([e[3] for e in ours], [e[3] for e in expected_entities], atol=1e-4)
+    ours_rel = [(r["head"]["entity_idx"], r["relation"], r["tail"]["entity_idx"], r["score"]) for r in ours_rels[0]]
+    assert [r[:3] for r in ours_rel] == [r[:3] for r in expected_relations] and ours_rel
+    np.testing.assert_allclose([r[3] for r in ours_rel], [r[3] for r in expected_relations], atol=1e-4)
 
 
 def test_window_stride_must_leave_room_for_the_widest_span(parity):
@@ -220,9 +284,72 @@ def test_window_stride_must_leave_room_for_the_widest_span(parity):
     assert k > 2
     with pytest.raises(ValueError, match=f"overlap by {k - 2} words, fewer than the {k - 1}"):
         relex.inference([long_text], LABELS, window_size=24, window_stride=24 - (k - 2))
+    # Refused before any text runs, even when no text needs a window.
+    with pytest.raises(ValueError, match=f"overlap by {k - 2} words"):
+        relex.inference(["A short text."], LABELS, window_size=24, window_stride=24 - (k - 2))
     relex.inference([long_text], LABELS, window_size=24, window_stride=24 - (k - 1))  # just enough
     with pytest.raises(ValueError, match="long_texts"):
         relex.inference([long_text], LABELS, long_texts="split")
+
+
+# ---------------------------------------------------------------------------------------------
+# gliner's span filter (`input_spans`) and class probabilities (`return_class_probs`).
+
+
+def test_input_spans_and_class_probs_match_gliner(parity, caplog):
+    model, _, relex, texts, thresholds = parity
+    texts = [t for t in texts if t.strip()][:40]
+    threshold, relation_threshold = thresholds
+    found = relex.inference(texts, LABELS, RELATIONS, threshold=threshold / 4, relation_threshold=relation_threshold)[0]
+    rng = random.Random(1)
+    spans = []  # per text: about half of its low-threshold entities and an unaligned span
+    for text, row in zip(texts, found):
+        chosen = [{"start": e["start"], "end": e["end"]} for e in row if rng.random() < 0.5]
+        spans.append(chosen + [{"start": 1, "end": 2}] if len(text) > 3 and text[1:2].isalnum() else chosen)
+    with caplog.at_level(logging.WARNING, logger="relex_jax"):
+        ours, theirs = both(model, relex, texts, LABELS, RELATIONS, thresholds, input_spans=spans,
+                            return_class_probs=True)
+    assert_same_results(ours, theirs)
+    for our_row, their_row in zip(ours[0], theirs[0]):
+        for ent, ref in zip(our_row, their_row):
+            assert list(ent["class_probs"]) == list(ref["class_probs"])
+            assert len(ent["class_probs"]) == min(5, len(LABELS))
+            np.testing.assert_allclose(list(ent["class_probs"].values()), list(ref["class_probs"].values()), atol=1e-4)
+    unfiltered = both(model, relex, texts, LABELS, RELATIONS, thresholds)[0]
+    for row, allowed in zip(ours[0], spans):
+        assert {(e["start"], e["end"]) for e in row} <= {(s["start"], s["end"]) for s in allowed}
+    assert sum(map(len, ours[0])) < sum(map(len, unfiltered[0])), "the filter leaves entities out"
+    assert sum(map(len, ours[1])) > 0, "relations between the spans let through"
+    assert any("do not start and end on word boundaries" in r.getMessage() for r in caplog.records)
+    # Our extension: None for a text filters nothing (gliner needs a list for every text).
+    mixed = relex.inference(texts, LABELS, RELATIONS, threshold=threshold, relation_threshold=relation_threshold,
+                            input_spans=[None] + spans[1:], return_class_probs=True)
+    assert_same_dicts([[{k: v for k, v in e.items() if k != "class_probs"} for e in mixed[0][0]]],
+                      [unfiltered[0][0]], tol=1e-5)
+    assert_same_dicts(mixed[0][1:], ours[0][1:], tol=1e-5) and unfiltered[0][0]
+
+
+def test_word_input_spans_equal_char_input_spans(parity, caplog):
+    *_, relex, texts, _ = parity
+    text = texts[0]
+    words, starts, ends = split_words(text)
+    word_spans = [(0, 1), (2, 2), (len(words) - 2, len(words) - 1)]
+    chars = [{"start": starts[s], "end": ends[e]} for s, e in word_spans]
+    by_chars = relex.inference([text], LABELS, threshold=0.0, input_spans=[chars], return_class_probs=True)
+    by_words = relex.inference_words([words], LABELS, threshold=0.0, input_spans=[word_spans],
+                                     return_class_probs=True)
+    assert by_chars[0][0] and [(starts[e.start], ends[e.end], e.label, e.score, e.class_probs) for e in by_words[0][0]] \
+        == [(e["start"], e["end"], e["label"], e["score"], e["class_probs"]) for e in by_chars[0][0]]
+    k = relex.config.max_width
+    long_words = words * (1 + k // len(words))
+    with caplog.at_level(logging.WARNING, logger="relex_jax"):
+        wide = relex.inference_words([long_words], LABELS, threshold=0.0, input_spans=[[(0, k), (1, k)]])[0][0]
+    assert [(e.start, e.end) for e in wide] == [(1, k)], "the span wider than max_width is left out, with a warning"
+    assert f"1 input span(s) wider than max_width={k} words cannot be scored" in caplog.text
+    with pytest.raises(ValueError, match="one entry per text"):
+        relex.inference([text, text], LABELS, input_spans=[chars])
+    with pytest.raises(ValueError, match=r"\(0, 99\) is not a \(start, end\) pair"):
+        relex.inference_words([words], LABELS, input_spans=[[(0, 99)]])
 
 
 def span(start, end, label, score):

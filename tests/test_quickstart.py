@@ -55,13 +55,14 @@ def test_evaluate_command_matches_the_library(quick_run, tmp_path, capsys):
     data = workdir / "data" / "test.jsonl"
     out = tmp_path / "report.json"
     assert main(["evaluate", "--model", str(workdir / "run" / "model"), "--data", str(data), "--output", str(out),
-                 "--batch-size", "16"]) == 0
+                 "--batch-size", "16", "--window-size", "40", "--window-stride", "20"]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["data"] == str(data) and report["texts"] == 200
     assert set(report["entity_types"]) == {"person", "organization", "location", "date"}
     model = RelexModel.from_pretrained(workdir / "run" / "model", devices=jax.devices()[:1])
-    direct = evaluate(model, read_jsonl(data), batch_size=16)
+    direct = evaluate(model, read_jsonl(data), batch_size=16, window_size=40, window_stride=20)
+    assert report["settings"] == direct["settings"] and report["settings"]["window_size"] == 40
     for kind in ("entities", "relations"):
         assert report[kind] == direct[kind]
         assert f"{direct[kind]['strict']['f1']:9.4f}" in printed
@@ -76,6 +77,12 @@ def test_evaluate_command_rejects_bad_input(quick_run, tmp_path, capsys):
     bad.write_text('{"tokens": ["a"], "entities": [{"start": 0, "end": 3, "type": "x"}], "relations": []}\n')
     assert main(["evaluate", "--model", model, "--data", str(bad)]) == 2
     assert "line 1" in capsys.readouterr().err
-    assert main(["evaluate", "--model", model, "--data", data, "--threshold", "1.5",
+    # Settings are checked before the model loads (this model directory does not exist)...
+    assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--data", data, "--threshold", "1.5",
                  "--output", str(tmp_path / "r.json")]) == 2
-    assert "threshold" in capsys.readouterr().err
+    assert "threshold must be a probability" in capsys.readouterr().err
+    # ... and against the model before any text runs: windows too close for its widest span.
+    assert main(["evaluate", "--model", model, "--data", data, "--window-size", "20", "--window-stride", "19",
+                 "--output", str(tmp_path / "r.json")]) == 2
+    assert "overlap by 1 words" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

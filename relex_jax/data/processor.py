@@ -93,6 +93,18 @@ def _bucket(size: int, buckets: tuple[int, ...] | None) -> int:
     return -(-size // top) * top
 
 
+def encode_prompted(tokenizer, words, entity_labels, relation_labels, *, ent_token: str, sep_token: str,
+                    rel_token: str) -> tuple[list, list[int]]:
+    """Tokenize each text behind its prompt as gliner lays it out: (encodings, prompt words per text)."""
+    sequences, skips = [], []
+    for text_words, ents, rels in zip(words, entity_labels, relation_labels):
+        prompt = [w for label in ents for w in ((ent_token, label) if label else (ent_token,))]
+        prompt += [sep_token] + [w for label in rels for w in (rel_token, label)] + [sep_token]
+        sequences.append(prompt + list(text_words))
+        skips.append(len(prompt))
+    return tokenizer.encode_batch(sequences, is_pretokenized=True, add_special_tokens=True), skips
+
+
 def build_batch(
     tokenizer,
     words: list[list[str]],
@@ -126,13 +138,8 @@ def build_batch(
     if empty:
         raise ValueError(f"texts {empty} have no words (gliner would substitute '[PAD]'; callers drop empty texts)")
     buckets = buckets or {}
-    sequences, skips = [], []
-    for text_words, ents, rels in zip(words, entity_labels, relation_labels):
-        prompt = [w for label in ents for w in ((ent_token, label) if label else (ent_token,))]
-        prompt += [sep_token] + [w for label in rels for w in (rel_token, label)] + [sep_token]
-        sequences.append(prompt + list(text_words))
-        skips.append(len(prompt))
-    encodings = tokenizer.encode_batch(sequences, is_pretokenized=True, add_special_tokens=True)
+    encodings, skips = encode_prompted(tokenizer, words, entity_labels, relation_labels,
+                                       ent_token=ent_token, sep_token=sep_token, rel_token=rel_token)
     rows = len(encodings)
     seq_len = _bucket(max(len(e.ids) for e in encodings), buckets.get("tokens"))
     input_ids = np.full((rows, seq_len), pad_id, np.int32)
