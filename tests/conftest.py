@@ -1,16 +1,39 @@
-"""Test-wide JAX setup: 8 simulated CPU devices (for sharding tests) and full-precision matmuls."""
+"""Test-wide JAX setup: 8 simulated CPU devices (for sharding tests), full-precision matmuls, and
+one XLA compilation cache for the whole run."""
 
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 
+from relex_jax.compilation_cache import enable_compilation_cache
+
 # Commands enable the persistent compilation cache by default (~/.cache/relex_jax/xla); tests and
 # the subprocesses they start leave the user's cache alone unless a test turns it on itself.
 os.environ.setdefault("RELEX_JAX_COMPILATION_CACHE", "off")
+# The run's own cache (below), shared by the pytest-xdist workers through this variable.
+RUN_CACHE_VAR = "RELEX_JAX_TEST_RUN_CACHE"
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_configure(config):
+    """Many tests build the same tiny models and compile the same programs under new `jit`
+    objects (a new `RelexModel`, a new train step); one persistent cache for the run turns those
+    repeats into loads. It lives in a fresh temporary directory (no state from earlier runs, the
+    user's cache untouched), made by the first process and removed by it at the end."""
+    if not os.environ.get(RUN_CACHE_VAR):
+        os.environ[RUN_CACHE_VAR] = tempfile.mkdtemp(prefix="relex_jax_test_xla_")
+        config._relex_run_cache_owner = True
+    enable_compilation_cache(os.environ[RUN_CACHE_VAR])
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_relex_run_cache_owner", False):
+        shutil.rmtree(os.environ.pop(RUN_CACHE_VAR), ignore_errors=True)
 
 
 
