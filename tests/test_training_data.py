@@ -18,11 +18,10 @@ import pytest
 from gliner_fixtures import build_relex_model, torch
 
 from relex_jax.config import RelexConfig
-from relex_jax.data.training import (
-    CollateConfig,
+from relex_jax.data.collate import CollateConfig, collate
+from relex_jax.data.readers import (
     Example,
     MalformedRecord,
-    collate,
     parse_gliner_record,
     read_examples,
     read_gliner_json,
@@ -314,7 +313,8 @@ _HASH_SCRIPT = """
 import json, random, sys
 from tokenizers import Tokenizer
 from relex_jax.config import RelexConfig
-from relex_jax.data.training import CollateConfig, collate, parse_gliner_record
+from relex_jax.data.collate import CollateConfig, collate
+from relex_jax.data.readers import parse_gliner_record
 path, records = sys.argv[1], json.loads(sys.argv[2])
 tok = Tokenizer.from_file(path + "/tokenizer.json"); tok.no_padding(); tok.no_truncation()
 config = RelexConfig.from_gliner_dict(json.load(open(path + "/gliner_config.json")))
@@ -463,7 +463,7 @@ def test_jsonl_malformed(tmp_path, caplog, kind):
         read_jsonl(path, on_error="raise")
     assert str(path) in str(info.value) and message in str(info.value)
     errors: list = []
-    with caplog.at_level(logging.WARNING, logger="relex_jax.data.training"):
+    with caplog.at_level(logging.WARNING, logger="relex_jax.data.readers"):
         examples = read_jsonl(path, on_error="skip", errors=errors)
     assert len(examples) == 2 and [ex.source for ex in examples] == [f"{path}: line 1", f"{path}: line 4"]
     assert len(errors) == 1 and f"{path}: line 3" in errors[0] and message in errors[0]
@@ -481,7 +481,7 @@ def test_gliner_json_malformed(tmp_path, caplog, kind):
         read_gliner_json(path)
     assert str(path) in str(info.value) and message in str(info.value)
     errors: list = []
-    with caplog.at_level(logging.WARNING, logger="relex_jax.data.training"):
+    with caplog.at_level(logging.WARNING, logger="relex_jax.data.readers"):
         assert len(read_gliner_json(path, on_error="skip", errors=errors)) == 3
     assert len(errors) == 1 and "record 2" in errors[0]
     assert "skipped 1 malformed of 4 records" in caplog.text

@@ -18,7 +18,8 @@ import pytest
 from relex_jax.data.synthetic import generate_examples
 from relex_jax.inference import RelexModel
 from relex_jax.training.config import apply_overrides, config_from_dict, load_config
-from relex_jax.training.loop import BatchStream, default_buckets, pad_step_batch, train
+from relex_jax.data.stream import BatchStream
+from relex_jax.training.loop import default_buckets, pad_step_batch, train
 from relex_jax.training.sharding import (
     MeshConfig, batch_sharding, logical_axes, make_mesh, partition_spec, train_state_shardings,
 )
@@ -174,7 +175,7 @@ def test_default_buckets_fix_the_label_counts(tmp_path):
     """Without `data.buckets`, type sampling and augmentation change how many entity and relation
     labels a batch asks for; every batch must still get the same label sizes (no extra compilations)."""
     from relex_jax.data.synthetic import ENTITY_TYPES, RELATION_TYPES
-    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.data.collate import CollateConfig, collate
     from relex_jax.training.init import ModelInit, initial_model
 
     examples = generate_examples(240, seed=2)
@@ -208,7 +209,7 @@ def test_default_buckets_fix_the_label_counts(tmp_path):
 
 def test_padding_a_batch_changes_no_loss(tmp_path):
     """Multi-host hosts pad their rows to a common shape: it must be invisible to the loss."""
-    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.data.collate import CollateConfig, collate
     from relex_jax.training.init import ModelInit, initial_model
     from relex_jax.training.losses import LossConfig
     from relex_jax.training.step import StepBatch, loss_fn, training_module
@@ -395,7 +396,7 @@ def packed_config(**data):
 
 
 def test_packed_stream_takes_every_text_in_order_whole(tmp_path):
-    from relex_jax.data.training import CollateConfig
+    from relex_jax.data.collate import CollateConfig
     from relex_jax.training.init import initial_model
     from relex_jax.training.packing import PackedStream, plan_packing
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from relex_jax.data.training import BUCKET_KEYS
+from relex_jax.data.collate import BUCKET_KEYS
 from relex_jax.training.init import ModelInit
 from relex_jax.training.losses import LossConfig
 from relex_jax.training.optim import OptimConfig

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,6 +35,8 @@ import jax
 import numpy as np
 import yaml
 
+from relex_jax.data.readers import read_source
+from relex_jax.data.stream import BatchStream
 from relex_jax.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -78,62 +79,6 @@ _FIELD_DIMS = {
     "entity_index": ("E",), "entity_mask": ("E",), "relation_labels": ("E", "E", "R"), "pair_mask": ("E", "E"),
     "adjacency": ("E", "E"),
 }
-
-
-def read_source(source: str, seed: int, on_error: str, shard: tuple[int, int], errors: list | None = None):
-    """Examples of a data source string (see `DataConfig`)."""
-    from relex_jax.data.training import read_examples
-
-    if source.startswith("synthetic:"):
-        from relex_jax.data.synthetic import generate_examples
-
-        try:
-            _, split, count = source.split(":")
-            examples = generate_examples(int(count), seed=seed, split=split)
-        except ValueError as err:
-            raise ValueError(f"data source {source!r}: expected synthetic:SPLIT:N ({err})") from None
-        return examples[shard[0]:: shard[1]]
-    if not source.startswith("hf:") and not Path(source).expanduser().is_file():
-        raise FileNotFoundError(f"data file {source} does not exist")
-    return read_examples(source if source.startswith("hf:") else Path(source).expanduser(), on_error, errors, shard)
-
-
-@dataclasses.dataclass
-class BatchStream:
-    """This host's batches, indexed by batch number (see the module docstring)."""
-
-    examples: Sequence[Any]
-    rows: int
-    seed: int
-    host: int = 0
-
-    def __post_init__(self):
-        if len(self.examples) < self.rows:
-            raise ValueError(f"{len(self.examples)} training examples on this host, fewer than a batch of {self.rows}")
-        self.per_epoch = len(self.examples) // self.rows
-        self._epoch, self._order = -1, None
-
-    def position(self, batch_number: int) -> dict[str, int]:
-        return {"batches": batch_number, "examples": len(self.examples), "rows": self.rows, "seed": self.seed}
-
-    def check_position(self, state: dict[str, Any]) -> int:
-        """The batch number of a checkpoint's data state, after checking it fits this data."""
-        expected = self.position(int(state.get("batches", -1)))
-        if state != expected:
-            raise ValueError(
-                f"the checkpoint's data position {state} does not fit this run's data {expected}: the training "
-                "data, batch size, host count or seed changed since it was written"
-            )
-        return expected["batches"]
-
-    def batch(self, number: int) -> tuple[list[Any], random.Random, int]:
-        """(examples, collation rng, epoch) of batch `number`."""
-        epoch, index = divmod(number, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._order = np.random.default_rng([self.seed, self.host, epoch]).permutation(len(self.examples))
-        rows = self._order[index * self.rows: (index + 1) * self.rows]
-        return [self.examples[i] for i in rows], random.Random(f"{self.seed}/{self.host}/{number}"), epoch
 
 
 def pad_step_batch(batch, sizes: dict[str, int], pad_id: int):
@@ -278,7 +223,7 @@ def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False,
 def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, mesh, stop_at_step: int | None):
     """The body of `train` once the run directory and its checkpoints are settled."""
     from relex_jax.checkpoint.convert import save_relex_dir
-    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.data.collate import CollateConfig, collate
     from relex_jax.inference import RelexModel
     from relex_jax.modeling.relex import RelexModule
     from relex_jax.training.init import initial_model
