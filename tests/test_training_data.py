@@ -470,7 +470,7 @@ def test_jsonl_malformed(tmp_path, caplog, kind):
     assert "skipped 1 malformed of 3 records" in caplog.text
 
 
-@pytest.mark.parametrize("kind", sorted(set(MALFORMED) - {"null entities"}))
+@pytest.mark.parametrize("kind", sorted(set(MALFORMED) - {"null entities", "unknown key"}))  # both fine in gliner's format
 def test_gliner_json_malformed(tmp_path, caplog, kind):
     bad, message = MALFORMED[kind]
     good = _gliner_record(GOOD)
@@ -485,6 +485,25 @@ def test_gliner_json_malformed(tmp_path, caplog, kind):
         assert len(read_gliner_json(path, on_error="skip", errors=errors)) == 3
     assert len(errors) == 1 and "record 2" in errors[0]
     assert "skipped 1 malformed of 4 records" in caplog.text
+
+
+def test_gliner_json_ignores_unknown_keys_and_reads_null_ner(tmp_path, caplog):
+    """Real gliner files carry extra keys (an "id"): gliner ignores them, so do we, naming them once
+    per read; `"ner": null` is a text without entities. Missing keys and wrong types still fail."""
+    records = [{**_gliner_record(GOOD), "id": i, "meta": {"x": 1}} for i in range(3)]
+    records[1]["ner"], records[1]["relations"] = None, []
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records))
+    with caplog.at_level(logging.INFO, logger="relex_jax.data.readers"):
+        examples = read_gliner_json(path)
+    assert [len(ex.entities) for ex in examples] == [2, 0, 2] and examples[0] == parse_gliner_record(_gliner_record(GOOD))
+    notes = [r.getMessage() for r in caplog.records if "ignored keys" in r.getMessage()]
+    assert len(notes) == 1 and "['id', 'meta']" in notes[0] and str(path) in notes[0]
+    with pytest.raises(MalformedRecord, match=r"record 1: missing keys \['ner'\]"):
+        path.write_text(json.dumps([records[0], {"tokenized_text": ["a"], "id": 1}]))
+        read_gliner_json(path)
+    with pytest.raises(MalformedRecord, match="ner must be a list"):
+        parse_gliner_record({"tokenized_text": ["a"], "ner": "Peop"})
 
 
 def test_unreadable_json_names_file_and_line(tmp_path):

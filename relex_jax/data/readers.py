@@ -5,7 +5,8 @@ relations `(head, tail, label)` whose `head`/`tail` index the entity list *as gi
 optional fixed label lists and explicit negative types of gliner's training format (spec §13.1).
 
 - `read_gliner_json`: gliner's training JSON (a list of `{"tokenized_text", "ner", "relations",
-  "ner_labels"?, "rel_labels"?, "ner_negatives"?, "rel_negatives"?}`).
+  "ner_labels"?, "rel_labels"?, "ner_negatives"?, "rel_negatives"?}`; other keys, such as an
+  "id", are ignored and named once per read in the log, `"ner": null` is no entities).
 - `read_jsonl`: the JSON Lines format of `../shared/data` (end-exclusive entity spans, converted).
 
 Malformed records are reported with the file and line (JSON Lines) or record index (JSON list)
@@ -124,12 +125,16 @@ def _label_lists(record: Mapping) -> dict[str, tuple[str, ...] | None]:
     return out
 
 
-def _check_keys(record, allowed: Iterable[str], required: Iterable[str]) -> None:
+def _check_keys(record, allowed: Iterable[str], required: Iterable[str], ignored: set | None = None) -> None:
+    """Refuse a non-object, missing `required` keys, and keys outside `allowed`, unless `ignored`
+    is given: then unknown keys are added to it and otherwise ignored."""
     if not isinstance(record, dict):
         raise _Problem(f"a record must be a JSON object, got {type(record).__name__}")
     unknown = sorted(set(record) - set(allowed))
-    if unknown:
+    if unknown and ignored is None:
         raise _Problem(f"unknown keys {unknown} (known: {', '.join(allowed)})")
+    if unknown:
+        ignored.update(unknown)
     missing = [k for k in required if k not in record]
     if missing:
         raise _Problem(f"missing keys {missing}")
@@ -144,12 +149,15 @@ def _triples(value, what: str) -> list:
     return value
 
 
-def parse_gliner_record(record, source: str = "") -> Example:
-    """One gliner training record -> `Example` (raises `MalformedRecord`)."""
+def parse_gliner_record(record, source: str = "", ignored_keys: set | None = None) -> Example:
+    """One gliner training record -> `Example` (raises `MalformedRecord`). Keys other than
+    `GLINER_KEYS` (e.g. an "id") are ignored, as gliner does, and added to `ignored_keys` if given;
+    `"ner": null` means no entities (gliner's reading too)."""
     try:
-        _check_keys(record, GLINER_KEYS, ("tokenized_text", "ner"))
+        _check_keys(record, GLINER_KEYS, ("tokenized_text", "ner"), set() if ignored_keys is None else ignored_keys)
         tokens = _tokens(record["tokenized_text"])
-        entities = tuple(_check_entity(i, *e, len(tokens)) for i, e in enumerate(_triples(record["ner"], "ner")))
+        ner = [] if record["ner"] is None else record["ner"]
+        entities = tuple(_check_entity(i, *e, len(tokens)) for i, e in enumerate(_triples(ner, "ner")))
         relations = tuple(
             _check_relation(i, *r, len(entities)) for i, r in enumerate(_triples(record.get("relations") or [], "relations"))
         )
@@ -229,12 +237,23 @@ def read_gliner_json(path, on_error: Literal["skip", "raise"] = "raise", errors:
     if not isinstance(data, list):
         raise MalformedRecord(f"{path}: a gliner training file holds a JSON list, got {type(data).__name__}")
 
+    ignored: set = set()
+
     def items():
         for index, record in enumerate(data):
             source = f"{path}: record {index}"
-            yield lambda r=record, s=source: parse_gliner_record(r, s)
+            yield lambda r=record, s=source: parse_gliner_record(r, s, ignored)
 
-    return _read(items(), path, on_error, errors, shard)
+    examples = _read(items(), path, on_error, errors, shard)
+    _log_ignored(path, ignored)
+    return examples
+
+
+def _log_ignored(path, ignored: set) -> None:
+    """Once per read: the unknown keys that gliner-format records carried (and we ignored)."""
+    if ignored:
+        log.info("%s: ignored keys %s that gliner's training format does not read (it reads %s)", path,
+                 sorted(ignored), ", ".join(GLINER_KEYS))
 
 
 def read_jsonl(
@@ -273,13 +292,20 @@ def read_hub_dataset(name: str, split: str = "train", on_error: Literal["skip", 
     import datasets
 
     data = datasets.load_dataset(name, split=split)
-    parse = parse_gliner_record if "tokenized_text" in data.column_names else parse_jsonl_record
+    ignored: set = set()
+    if "tokenized_text" in data.column_names:
+        def parse(record, source):
+            return parse_gliner_record(record, source, ignored)
+    else:
+        parse = parse_jsonl_record
 
     def items():
         for index, record in enumerate(data):
             yield lambda r=record, s=f"{name}[{split}]: record {index}": parse(r, s)
 
-    return _read(items(), name, on_error, errors, shard)
+    examples = _read(items(), name, on_error, errors, shard)
+    _log_ignored(f"{name}[{split}]", ignored)
+    return examples
 
 
 def read_examples(path, on_error: Literal["skip", "raise"] = "raise", errors: list | None = None,
