@@ -506,6 +506,54 @@ def test_gliner_json_ignores_unknown_keys_and_reads_null_ner(tmp_path, caplog):
         parse_gliner_record({"tokenized_text": ["a"], "ner": "Peop"})
 
 
+@pytest.mark.parametrize("chunk", [1, 7, None])
+def test_gliner_json_is_streamed_record_by_record(tmp_path, monkeypatch, chunk):
+    """Records are decoded one at a time over a buffer of JSON_CHUNK_CHARS (here down to one
+    character, so records and strings holding "]" or "," straddle reads); broken JSON still names
+    the line, as json.loads would."""
+    import relex_jax.data.readers as readers
+
+    if chunk:
+        monkeypatch.setattr(readers, "JSON_CHUNK_CHARS", chunk)
+    tricky = {**_gliner_record(GOOD), "tokenized_text": ["B]ob", ",", "Ann\n"], "id": 12345}
+    records = [tricky, _gliner_record(GOOD), tricky]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records, indent=1))
+    assert list(readers.json_array_records(path)) == records
+    assert read_gliner_json(path, shard=(1, 2)) == [parse_gliner_record(_gliner_record(GOOD))]
+    # the records before the broken text are read (and fine): the first problem in file order is the JSON
+    ok = json.dumps(_gliner_record(GOOD))
+    for text, line in ((f'[\n{ok},\n\n{{"a": }}]', 4), (f"[{ok},\n{ok}", 2), (f"[{ok}]\n\nx", 3), ("", 1)):
+        path.write_text(text)
+        with pytest.raises(MalformedRecord, match=f"data.json: line {line}: not valid JSON"):
+            read_gliner_json(path)
+    path.write_text('{"tokenized_text": ["a"], "ner": []}')
+    with pytest.raises(MalformedRecord, match="holds a JSON list, got dict"):
+        read_gliner_json(path)
+
+
+def test_gliner_json_shard_never_holds_the_whole_file(tmp_path, monkeypatch):
+    """A host keeps its shard only: reading 1/20 of a 1 MB file in 64 KB reads peaks under the
+    file's size (the whole-file json.loads peaked at ~9.5x it)."""
+    import tracemalloc
+
+    import relex_jax.data.readers as readers
+
+    monkeypatch.setattr(readers, "JSON_CHUNK_CHARS", 1 << 16)
+
+    record = {"tokenized_text": [f"w{i}" for i in range(60)], "ner": [[0, 1, "p"]], "relations": [], "id": 1}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([record] * 2000))
+    tracemalloc.start()
+    try:
+        examples = read_gliner_json(path, shard=(0, 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(examples) == 100
+    assert peak < path.stat().st_size, (peak, path.stat().st_size)
+
+
 def test_unreadable_json_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(GOOD) + "\n{not json\n")
@@ -513,7 +561,7 @@ def test_unreadable_json_names_file_and_line(tmp_path):
         read_jsonl(path)
     assert len(read_jsonl(path, on_error="skip")) == 1
     whole = tmp_path / "bad.json"
-    whole.write_text("[\n{}\n,,]")
+    whole.write_text('[\n{"tokenized_text": ["a"], "ner": []}\n,,]')  # streamed: the records before it are fine
     with pytest.raises(MalformedRecord, match=r"bad.json: line 3"):
         read_gliner_json(whole)
     with pytest.raises(ValueError, match="on_error"):

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -226,27 +226,99 @@ def _read(parsers: Iterable[Callable[[], Example]], path, on_error: str, errors:
 
 def read_gliner_json(path, on_error: Literal["skip", "raise"] = "raise", errors: list | None = None,
                      shard: tuple[int, int] = (0, 1)) -> list[Example]:
-    """gliner's training JSON (one list of records). Problems name the file and the record's
-    index in the list; `errors`, if given, collects the messages of skipped records. `shard`
-    (index, count) keeps records index, index + count, ... (one host's share)."""
+    """gliner's training JSON (one list of records), streamed: records are decoded one at a time
+    (`json_array_records`), and only this shard's become `Example`s, so a host never holds the
+    whole list. Problems name the file and the record's index in the list (or the line, for text
+    that is not JSON, which fails the read whatever `on_error` says); `errors`, if given, collects
+    the messages of skipped records. `shard` (index, count) keeps records index, index + count, ...
+    (one host's share)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as bad:
-        raise MalformedRecord(f"{path}: line {bad.lineno}: not valid JSON ({bad.msg})") from None
-    if not isinstance(data, list):
-        raise MalformedRecord(f"{path}: a gliner training file holds a JSON list, got {type(data).__name__}")
-
     ignored: set = set()
 
     def items():
-        for index, record in enumerate(data):
+        for index, record in enumerate(json_array_records(path)):
             source = f"{path}: record {index}"
             yield lambda r=record, s=source: parse_gliner_record(r, s, ignored)
 
     examples = _read(items(), path, on_error, errors, shard)
     _log_ignored(path, ignored)
     return examples
+
+
+# Characters read at a time by `json_array_records` (a record longer than this is read in more).
+JSON_CHUNK_CHARS = 1 << 20
+
+
+def json_array_records(path) -> Iterator[Any]:
+    """The elements of a file holding one top-level JSON array, decoded one by one
+    (`json.JSONDecoder.raw_decode` over a buffer of about `JSON_CHUNK_CHARS` plus one record).
+    Text that is not JSON raises `MalformedRecord` naming the file and line, when it is reached;
+    a file holding something other than an array raises before any element."""
+    path = Path(path)
+    decoder = json.JSONDecoder()
+    buf, pos, line, eof = "", 0, 1, False  # `line`: the line number of buf[0]
+
+    with path.open(encoding="utf-8") as stream:
+
+        def more() -> None:  # drop what is parsed, read the next chunk
+            nonlocal buf, pos, line, eof
+            line += buf.count("\n", 0, pos)
+            buf, pos = buf[pos:], 0
+            chunk = stream.read(JSON_CHUNK_CHARS)
+            eof = not chunk
+            buf += chunk
+
+        def skip_space() -> bool:  # True when a character follows
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\n\r":
+                    pos += 1
+                if pos < len(buf) or eof:
+                    return pos < len(buf)
+                more()
+
+        def fail(message: str, at: int):
+            number = line + buf.count("\n", 0, at)
+            raise MalformedRecord(f"{path}: line {number}: not valid JSON ({message})")
+
+        if not skip_space():
+            fail("Expecting value", pos)
+        if buf[pos] != "[":
+            line += buf.count("\n", 0, pos)
+            try:
+                value = json.loads(buf[pos:] + stream.read())
+            except json.JSONDecodeError as bad:
+                raise MalformedRecord(f"{path}: line {line + bad.lineno - 1}: not valid JSON ({bad.msg})") from None
+            raise MalformedRecord(f"{path}: a gliner training file holds a JSON list, got {type(value).__name__}")
+        pos += 1
+        if skip_space() and buf[pos] == "]":
+            pos += 1
+        else:
+            while True:
+                if not skip_space():
+                    fail("Expecting value", pos)
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as bad:
+                    if eof:
+                        fail(bad.msg, bad.pos)
+                    more()  # the record runs past the buffer (or is broken: then the file's end tells)
+                    continue
+                if end == len(buf) and not eof:  # a number could go on in the next chunk
+                    more()
+                    continue
+                pos = end
+                yield value
+                if not skip_space():
+                    fail("Expecting ',' delimiter", pos)
+                if buf[pos] == "]":
+                    pos += 1
+                    break
+                if buf[pos] != ",":
+                    fail("Expecting ',' delimiter", pos)
+                pos += 1
+        if skip_space():
+            fail("Extra data", pos)
 
 
 def _log_ignored(path, ignored: set) -> None:
