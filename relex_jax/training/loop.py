@@ -108,11 +108,11 @@ def _agree_shapes(batch, pad_id: int):
     """Multi-host: pad every host's rows to the largest shape any host collated this step."""
     if jax.process_count() == 1:
         return batch
-    from jax.experimental import multihost_utils
+    from relex_jax.training.sharding import gather_hosts
 
     sizes = _dims(batch)
     names = sorted(sizes)
-    largest = np.max(multihost_utils.process_allgather(np.asarray([sizes[n] for n in names])), axis=0)
+    largest = np.max(gather_hosts(np.asarray([sizes[n] for n in names])), axis=0)
     return pad_step_batch(batch, dict(zip(names, map(int, largest))), pad_id)
 
 
@@ -230,7 +230,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
     from relex_jax.training.losses import LossConfig
     from relex_jax.training.optim import make_optimizer
     from relex_jax.training.sharding import batch_rows_multiple as rows_multiple
-    from relex_jax.training.sharding import batch_sharding, global_batch, replicated, train_state_shardings
+    from relex_jax.training.sharding import batch_sharding, gather_hosts, global_batch, replicated, train_state_shardings
     from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module
 
     primary = jax.process_index() == 0
@@ -319,15 +319,20 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
         return {"step": start_step, "first_loss": None, "last_loss": None, "eval": None, "best": best,
                 "model_dir": str(workdir / "model")}
 
+    def host_variables() -> dict[str, Any]:
+        """The current variables as numpy arrays on every process (gathered across hosts)."""
+        variables = {"params": gather_hosts(state.params, tiled=True)}
+        if state.batch_stats:
+            variables["batch_stats"] = gather_hosts(state.batch_stats, tiled=True)
+        return variables
+
     def evaluate(step: int) -> dict[str, Any] | None:
         nonlocal best
         if not config.data.dev:
             return None
         from relex_jax.evaluation import evaluate as evaluate_examples
 
-        variables = {"params": _host_tree(state.params)}
-        if state.batch_stats:
-            variables["batch_stats"] = _host_tree(state.batch_stats)
+        variables = host_variables()
         if not primary:
             return None
         model = RelexModel(relex_config, RelexModule(relex_config), variables, init.tokenizer,
@@ -400,9 +405,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                 evaluate(step)
         checkpoints.maybe_save(step, state, rng, stream.position(batch_number), force=True)
         report = evaluate(step)
-        variables = {"params": _host_tree(state.params)}
-        if state.batch_stats:
-            variables["batch_stats"] = _host_tree(state.batch_stats)
+        variables = host_variables()
         if primary:
             save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
             log.info("final model written to %s", workdir / "model")
@@ -435,15 +438,6 @@ class _StepShapes:
     def summary(self) -> dict[str, Any]:
         padded = 1.0 - self.real_tokens / self.grid_tokens if self.grid_tokens else 0.0
         return {"compilations": len(self.seen), "padded_token_fraction": round(padded, 6)}
-
-
-def _host_tree(tree):
-    """A (possibly multi-host sharded) tree as numpy arrays on every process."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.device_get(tree)
 
 
 def _read_best(workdir: Path) -> dict[str, Any] | None:
