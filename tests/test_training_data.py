@@ -18,7 +18,7 @@ import pytest
 from gliner_fixtures import build_relex_model, torch
 
 from relex_jax.config import RelexConfig
-from relex_jax.data.collate import CollateConfig, collate
+from relex_jax.data.collate import CollateConfig, collate, spans_outside_grid
 from relex_jax.data.readers import (
     Example,
     MalformedRecord,
@@ -240,6 +240,24 @@ def test_handmade_targets_by_hand(reference):
     assert batch.relation_labels[2, 1, 2, 0] == 1 and batch.relation_labels[2].sum() == 2
     # row 3: the self-relation is dropped (no i == i pair), the other is kept
     assert batch.relation_labels[3, 0, 1, 0] == 1 and batch.relation_labels[3].sum() == 1
+
+
+@pytest.mark.parametrize("max_len", [384, 8])
+def test_spans_outside_grid_are_exactly_what_collate_drops(reference, max_len):
+    """`spans_outside_grid` (the per-run count behind data.on_long_span) lists exactly the gold
+    entities that get no target in the collated batch: too wide for max_width, or past max_len."""
+    _, tokenizer, config, _ = reference
+    cfg = ours_config(config, max_len=max_len).deterministic()
+    examples = strip_labels(handmade_examples()[:4])  # every label of a text is one of its types
+    batch = collate(examples, tokenizer, cfg)
+    missing = [(ex.source, s, e, label) for b, ex in enumerate(examples) for s, e, label in ex.entities
+               if s >= batch.entity_labels.shape[1] or e - s >= cfg.max_width
+               or not batch.entity_labels[b, s, e - s, batch.entity_types[b].index(label)]]
+    found = spans_outside_grid(examples, cfg.max_width, cfg.max_len)
+    assert [(x.source, x.start, x.end, x.label) for x in found] == missing and missing
+    assert any("more than max_width=4" in str(x) for x in found)
+    assert (max_len == 8) == any(f"max_len={max_len}" in str(x) for x in found)
+    assert str(found[0]).startswith("handmade ")
 
 
 def test_span_alignment_puts_relations_on_their_spans(reference):

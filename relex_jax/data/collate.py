@@ -322,6 +322,40 @@ def _row_targets(row: _Row, cfg: CollateConfig) -> _Targets:
     return _Targets(tokens, labelled, spans, gold_relations)
 
 
+@dataclasses.dataclass(frozen=True)
+class LongSpan:
+    """A gold entity `collate` cannot put on its span grid, so drops (as gliner does): wider than
+    `max_width` words, or reaching past the first `max_len` words (the text is truncated there).
+    `relations` counts the gold relations that lose it as head or tail."""
+
+    source: str  # where the example was read (file and record / line), or "example N"
+    start: int
+    end: int  # inclusive
+    label: str
+    reason: str
+    relations: int
+
+    def __str__(self) -> str:
+        return f"{self.source}: entity ({self.start}, {self.end}, {self.label!r}) {self.reason}"
+
+
+def spans_outside_grid(examples: Sequence[Example], max_width: int, max_len: int) -> list[LongSpan]:
+    """Every gold entity of `examples` that `collate` drops for its width or position (before any
+    augmentation), in data order: the per-run count behind `data.on_long_span`."""
+    out = []
+    for n, ex in enumerate(examples):
+        for i, (start, end, label) in enumerate(ex.entities):
+            if end - start + 1 > max_width:
+                reason = f"is {end - start + 1} words wide, more than max_width={max_width}"
+            elif end >= max_len:
+                reason = f"ends past the first max_len={max_len} words the text is truncated to"
+            else:
+                continue
+            relations = sum(i in (h, t) for h, t, _ in ex.relations)
+            out.append(LongSpan(ex.source or f"example {n}", start, end, label, reason, relations))
+    return out
+
+
 def _relation_pairs(targets: Sequence[_Targets], num_relation_types: int, cfg: CollateConfig, rng):
     """Per row: the scored pairs in gliner's `rel_matrix` row order and their class ids."""
     out = []
