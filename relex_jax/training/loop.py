@@ -1,9 +1,12 @@
 """The training run behind `python -m train` / `relex-jax train`.
 
     DIR/checkpoints/     Orbax checkpoints (state, rng, data position), every N steps, newest K kept
-    DIR/metrics.jsonl    one JSON object per logged step ({"step", "loss", ...}) and per evaluation
+    DIR/metrics.jsonl    one JSON object per logged step ({"step", "loss", ...}), per evaluation
+                         ({"step", "eval"}) and per (re)start ({"step", "data": the data's counts})
     DIR/tokenizer/       the tokenizer (with the prompt tokens) the run trains with
-    DIR/best_model/      relex-jax model directory of the best dev evaluation so far (with data.dev)
+    DIR/best_model/      relex-jax model directory of the best dev evaluation so far (with data.dev),
+                         holding its record best.json ({"step", "metric", "value"})
+    DIR/best.json        a copy of that record
     DIR/model/           the final relex-jax model directory (`RelexModel.from_pretrained(DIR/model)`)
     DIR/tensorboard/     when tensorboardX (or torch's tensorboard) is installed
     DIR/config.yaml      the resolved config of the run
@@ -35,6 +38,7 @@ import jax
 import numpy as np
 import yaml
 
+from relex_jax.checkpoint.convert import write_text_atomically
 from relex_jax.data.readers import read_source
 from relex_jax.data.stream import BatchStream
 from relex_jax.training.config import TrainConfig
@@ -116,6 +120,36 @@ def _agree_shapes(batch, pad_id: int):
     return pad_step_batch(batch, dict(zip(names, map(int, largest))), pad_id)
 
 
+def _data_counts(examples: Sequence[Any], errors: list[str], collate_config, on_long_span: str) -> dict[str, int]:
+    """The training data's counts over all hosts (metrics.jsonl's "data" record and the run summary):
+    examples, malformed records skipped, and gold entities collation drops (`spans_outside_grid`),
+    which are logged with the first few or, with `data.on_long_span: error`, stop the run here."""
+    from relex_jax.data.collate import spans_outside_grid
+    from relex_jax.training.sharding import gather_hosts
+
+    long_spans = spans_outside_grid(examples, collate_config.max_width, collate_config.max_len)
+    local = np.asarray([len(examples), len(errors), len(long_spans)])
+    total = dict(zip(("train_examples", "malformed_skipped", "long_spans_dropped"),
+                     map(int, gather_hosts(local).sum(axis=0))))
+    count = total["long_spans_dropped"]
+    if not count:
+        return total
+    lost = sum(span.relations for span in long_spans)
+    if on_long_span == "error":
+        first = str(long_spans[0]) if long_spans else "(on another host)"
+        raise ValueError(
+            f"{count} gold entities of the training data lie outside the model's span grid (data.on_long_span=error), "
+            f"the first: {first}. Raise the model's max_width / max_len, fix the data, or set data.on_long_span=drop "
+            "(gliner's behaviour: such entities and their relations are left out of the targets)"
+        )
+    if jax.process_index() == 0:
+        log.warning("%d gold entities (and %d relations on this host touching them) lie outside the span grid "
+                    "(max_width=%d, max_len=%d) and are dropped from the targets, as gliner drops them; first: %s",
+                    count, lost, collate_config.max_width, collate_config.max_len,
+                    "; ".join(map(str, long_spans[:5])) or "(all on other hosts)")
+    return total
+
+
 def _lookup(report: dict[str, Any], dotted: str) -> float:
     node: Any = report
     for part in dotted.split("."):
@@ -137,9 +171,7 @@ class _Writers:
         if self.path.exists():  # drop records past the step we resume from (they are redone)
             keep = [line for line in self.path.read_text().splitlines() if line.strip()
                     and json.loads(line).get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
-            os.replace(tmp, self.path)
+            write_text_atomically(self.path, "".join(line + "\n" for line in keep))
         if tensorboard:
             self.board = _summary_writer(workdir / "tensorboard")
 
@@ -250,6 +282,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                          (ex.tokens for ex in train_examples))
     relex_config = init.config
     collate_config = CollateConfig.from_relex_config(relex_config, **config.data.collate)
+    data_counts = _data_counts(train_examples, errors, collate_config, config.data.on_long_span)
     loss_config = LossConfig.from_relex_config(relex_config, **config.loss)
     optim = config.optim
     optimizer = make_optimizer(optim)
@@ -311,13 +344,14 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
         if dropped:
             log.info("each epoch defers %d of %d examples to a later epoch (full batches only)", dropped,
                      len(train_examples))
+    writers.write({"step": start_step, "data": data_counts})
 
-    best = _read_best(workdir)
+    best = _read_best(workdir, primary)
     if start_step >= total_steps:
         log.info("the run in %s already finished at step %d; nothing to do", workdir, start_step)
         writers.close()
         return {"step": start_step, "first_loss": None, "last_loss": None, "eval": None, "best": best,
-                "model_dir": str(workdir / "model")}
+                "model_dir": str(workdir / "model"), "data": data_counts}
 
     def host_variables() -> dict[str, Any]:
         """The current variables as numpy arrays on every process (gathered across hosts)."""
@@ -326,8 +360,10 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
             variables["batch_stats"] = gather_hosts(state.batch_stats, tiled=True)
         return variables
 
+    eval_model = None  # built at the first evaluation, then given each evaluation's variables
+
     def evaluate(step: int) -> dict[str, Any] | None:
-        nonlocal best
+        nonlocal best, eval_model
         if not config.data.dev:
             return None
         from relex_jax.evaluation import evaluate as evaluate_examples
@@ -335,16 +371,24 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
         variables = host_variables()
         if not primary:
             return None
-        model = RelexModel(relex_config, RelexModule(relex_config), variables, init.tokenizer,
-                           init.tokenizer_dir, devices=jax.local_devices())
-        report = evaluate_examples(model, dev_examples, threshold=config.eval.threshold,
+        if eval_model is None:
+            eval_model = RelexModel(relex_config, RelexModule(relex_config), variables, init.tokenizer,
+                                    init.tokenizer_dir, devices=jax.local_devices())
+        else:  # same model object, same jitted stages: dev evaluation compiles once per shape per run
+            eval_model.variables = jax.tree_util.tree_map(lambda old, new: jax.device_put(new, old.sharding),
+                                                          eval_model.variables, variables)
+        report = evaluate_examples(eval_model, dev_examples, threshold=config.eval.threshold,
                                    batch_size=config.eval.batch_size)
         value = _lookup(report, config.eval.best_metric)
         writers.write({"step": step, "eval": report})
         if best is None or value > best["value"]:
             best = {"step": step, "metric": config.eval.best_metric, "value": value}
-            save_relex_dir(workdir / "best_model", relex_config, variables, init.tokenizer_dir, overwrite=True)
-            (workdir / "best.json").write_text(json.dumps(best, indent=2))
+            record = json.dumps(best, indent=2)
+            # The record goes into best_model/ with the model (one atomic directory swap), then to the
+            # top-level copy; a crash between the two leaves a stale copy that `_read_best` repairs.
+            save_relex_dir(workdir / "best_model", relex_config, variables, init.tokenizer_dir, overwrite=True,
+                           extra_files={BEST_RECORD: record})
+            write_text_atomically(workdir / BEST_RECORD, record)
         log.info("step %d: dev %s = %.4f (best %.4f at step %d)", step, config.eval.best_metric, value,
                  best["value"], best["step"])
         return report
@@ -400,7 +444,8 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                                              "before it is intact (lower the learning rate and --resume)")
             checkpoints.maybe_save(step, state, rng, stream.position(batch_number))
             if step == stop_at_step:
-                return {"stopped_at": step, "first_loss": first_loss, "last_loss": last_loss, **shapes.summary()}
+                return {"stopped_at": step, "first_loss": first_loss, "last_loss": last_loss, "data": data_counts,
+                        **shapes.summary()}
             if config.data.dev and step % config.eval.every_n_steps == 0 and step < total_steps:
                 evaluate(step)
         checkpoints.maybe_save(step, state, rng, stream.position(batch_number), force=True)
@@ -410,7 +455,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
             save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
             log.info("final model written to %s", workdir / "model")
         return {"step": step, "first_loss": first_loss, "last_loss": last_loss, "eval": report, "best": best,
-                "model_dir": str(workdir / "model"), **shapes.summary()}
+                "model_dir": str(workdir / "model"), "data": data_counts, **shapes.summary()}
     finally:
         if progress is not None:
             progress.close()
@@ -440,6 +485,23 @@ class _StepShapes:
         return {"compilations": len(self.seen), "padded_token_fraction": round(padded, 6)}
 
 
-def _read_best(workdir: Path) -> dict[str, Any] | None:
-    path = workdir / "best.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+BEST_RECORD = "best.json"  # DIR/best.json and DIR/best_model/best.json: {"step", "metric", "value"}
+
+
+def _read_best(workdir: Path, primary: bool = True) -> dict[str, Any] | None:
+    """The best dev evaluation so far: DIR/best_model/best.json, written inside the model directory
+    (so it always describes the model there); DIR/best.json is its copy, rewritten here when a crash
+    fell between the two writes. A best record past the checkpoint a run resumes from stays: the
+    resumed run redoes those steps bit for bit, so it meets the same evaluation again."""
+    top, inside = workdir / BEST_RECORD, workdir / "best_model" / BEST_RECORD
+    if inside.is_file():
+        best = json.loads(inside.read_text())
+        if primary and (not top.is_file() or json.loads(top.read_text()) != best):
+            log.warning("%s did not match %s (a crash between the two writes): rewritten", top, inside)
+            write_text_atomically(top, json.dumps(best, indent=2))
+        return best
+    if top.is_file() and (workdir / "best_model").is_dir():  # a run directory of an older relex-jax
+        return json.loads(top.read_text())
+    if top.is_file():
+        log.warning("%s has no model directory %s beside it: ignored", top, workdir / "best_model")
+    return None
