@@ -346,19 +346,27 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                      len(train_examples))
     writers.write({"step": start_step, "data": data_counts})
 
-    best = _read_best(workdir, primary)
-    if start_step >= total_steps:
-        log.info("the run in %s already finished at step %d; nothing to do", workdir, start_step)
-        writers.close()
-        return {"step": start_step, "first_loss": None, "last_loss": None, "eval": None, "best": best,
-                "model_dir": str(workdir / "model"), "data": data_counts}
-
     def host_variables() -> dict[str, Any]:
         """The current variables as numpy arrays on every process (gathered across hosts)."""
         variables = {"params": gather_hosts(state.params, tiled=True)}
         if state.batch_stats:
             variables["batch_stats"] = gather_hosts(state.batch_stats, tiled=True)
         return variables
+
+    def save_final_model() -> None:
+        variables = host_variables()
+        if primary:
+            save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
+            log.info("final model written to %s", workdir / "model")
+
+    best = _read_best(workdir, primary)
+    if start_step >= total_steps:
+        log.info("the run in %s already finished at step %d; nothing to train", workdir, start_step)
+        if not (workdir / "model").is_dir():  # killed after the last checkpoint, before the final model
+            save_final_model()
+        writers.close()
+        return {"step": start_step, "first_loss": None, "last_loss": None, "eval": None, "best": best,
+                "model_dir": str(workdir / "model"), "data": data_counts}
 
     eval_model = None  # built at the first evaluation, then given each evaluation's variables
 
@@ -450,10 +458,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                 evaluate(step)
         checkpoints.maybe_save(step, state, rng, stream.position(batch_number), force=True)
         report = evaluate(step)
-        variables = host_variables()
-        if primary:
-            save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
-            log.info("final model written to %s", workdir / "model")
+        save_final_model()
         return {"step": step, "first_loss": first_loss, "last_loss": last_loss, "eval": report, "best": best,
                 "model_dir": str(workdir / "model"), "data": data_counts, **shapes.summary()}
     finally:
