@@ -138,7 +138,8 @@ from gliner.infer_packing import InferencePackingConfig  # noqa: E402
 from gliner_fixtures import build_relex_model, reference_forward  # noqa: E402
 from relex_jax import RelexModel  # noqa: E402
 from relex_jax.checkpoint.gliner import load_gliner_checkpoint  # noqa: E402
-from relex_jax.data.training import CollateConfig, Example, collate  # noqa: E402
+from relex_jax.data.collate import CollateConfig, collate  # noqa: E402
+from relex_jax.data.readers import Example  # noqa: E402
 from relex_jax.modeling.relex import RelexModule  # noqa: E402
 
 TORCH_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

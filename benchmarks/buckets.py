@@ -25,9 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conll04 import DATA, MODELS, minilm_dir  # noqa: E402
-from relex_jax.data.training import CollateConfig, collate, read_jsonl  # noqa: E402
+from relex_jax.data.collate import CollateConfig, collate  # noqa: E402
+from relex_jax.data.readers import read_jsonl  # noqa: E402
 from relex_jax.training.init import ModelInit, initial_model  # noqa: E402
-from relex_jax.training.loop import COST_BUCKETS, BatchStream, default_buckets  # noqa: E402
+from relex_jax.data.stream import BatchStream  # noqa: E402
+from relex_jax.training.loop import COST_BUCKETS, default_buckets  # noqa: E402
 
 
 def with_midpoints(sizes) -> list[int]:

@@ -70,7 +70,7 @@ from gliner_fixtures import torch  # noqa: E402
 from common import finish  # noqa: E402
 from inference import CompileCounter, machine_line  # noqa: E402
 from relex_jax.checkpoint.convert import gliner_to_relex, relex_to_gliner, save_relex_dir  # noqa: E402
-from relex_jax.data.training import read_jsonl  # noqa: E402
+from relex_jax.data.readers import read_jsonl  # noqa: E402
 from relex_jax.evaluation import evaluate  # noqa: E402
 from relex_jax.inference import RelexModel  # noqa: E402
 from relex_jax.training.config import config_from_dict  # noqa: E402

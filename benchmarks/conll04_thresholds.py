@@ -35,7 +35,7 @@ import jax  # noqa: E402
 from common import finish  # noqa: E402
 from conll04 import DATA, pct  # noqa: E402
 from inference import machine_line  # noqa: E402
-from relex_jax.data.training import read_jsonl  # noqa: E402
+from relex_jax.data.readers import read_jsonl  # noqa: E402
 from relex_jax.evaluation import score_examples  # noqa: E402
 from relex_jax.inference import RelexModel  # noqa: E402
 

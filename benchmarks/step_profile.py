@@ -41,11 +41,13 @@ import jax  # noqa: E402
 from common import finish  # noqa: E402
 from conll04 import DATA, LOSS, MODELS, build_start, describe, hyper, merged  # noqa: E402
 from inference import machine_line  # noqa: E402
-from relex_jax.data.training import CollateConfig, collate, read_jsonl  # noqa: E402
+from relex_jax.data.collate import CollateConfig, collate  # noqa: E402
+from relex_jax.data.readers import read_jsonl  # noqa: E402
 from relex_jax.training.config import config_from_dict  # noqa: E402
 from relex_jax.training.init import initial_model  # noqa: E402
 from relex_jax.training.losses import LossConfig  # noqa: E402
-from relex_jax.training.loop import BatchStream, default_buckets  # noqa: E402
+from relex_jax.data.stream import BatchStream  # noqa: E402
+from relex_jax.training.loop import default_buckets  # noqa: E402
 from relex_jax.training.optim import make_optimizer  # noqa: E402
 from relex_jax.training.packing import PackedStream, plan_packing  # noqa: E402
 from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module  # noqa: E402

@@ -97,7 +97,8 @@ from gliner_fixtures import torch  # noqa: E402
 from common import finish  # noqa: E402
 from inference import LABELS, MODELS, RELATIONS, SMALL_STD, CompileCounter, build, machine_line  # noqa: E402
 from relex_jax.checkpoint.gliner import load_gliner_checkpoint  # noqa: E402
-from relex_jax.data.training import CollateConfig, Example, collate, read_jsonl  # noqa: E402
+from relex_jax.data.collate import CollateConfig, collate  # noqa: E402
+from relex_jax.data.readers import Example, read_jsonl  # noqa: E402
 from relex_jax.training.losses import LossConfig  # noqa: E402
 from relex_jax.training.optim import OptimConfig, make_optimizer  # noqa: E402
 from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module  # noqa: E402

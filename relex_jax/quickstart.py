@@ -71,7 +71,7 @@ def write_data(data_dir: Path, seed: int = 0) -> dict[str, Path]:
 def run(workdir: Path, max_steps: int | None = None) -> float:
     """Train (or reuse), reload, show and score; returns the held-out strict relation F1."""
     from relex_jax.cli import format_report
-    from relex_jax.data.training import read_jsonl
+    from relex_jax.data.readers import read_jsonl
     from relex_jax.evaluation import evaluate
     from relex_jax.inference import RelexModel
     from relex_jax.training.config import config_from_dict

@@ -38,7 +38,8 @@ from relex_jax.checkpoint.gliner import gliner_only_shapes, load_gliner_checkpoi
 from relex_jax.checkpoint.hf_encoder import load_hf_encoder
 from relex_jax.config import RelexConfig
 from relex_jax.data.processor import build_batch, split_words
-from relex_jax.data.training import CollateConfig, collate, parse_gliner_record
+from relex_jax.data.collate import CollateConfig, collate
+from relex_jax.data.readers import parse_gliner_record
 from relex_jax.modeling.bert import BertConfig
 from relex_jax.modeling.relex import RelexModule
 from relex_jax.training.init import ModelInit, initial_model

@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from relex_jax.data.processor import split_words
-from relex_jax.data.training import Example
+from relex_jax.data.readers import Example
 from relex_jax.evaluation import entity_metrics, evaluate, prf, relation_metrics, score_examples
 from relex_jax.inference import WordEntity, WordRelation
 

@@ -188,7 +188,7 @@ def test_packing_argument_is_checked(model):
 @pytest.mark.parametrize("spare_words", [0, 9])  # a word list the texts fill exactly, and one with room
 def test_packed_training_loss_and_gradients_equal_unpacked(model, spare_words):
     from relex_jax.data.synthetic import generate_examples
-    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.data.collate import CollateConfig, collate
     from relex_jax.training.losses import LossConfig
     from relex_jax.training.step import PackedStepBatch, StepBatch, compute_loss
 

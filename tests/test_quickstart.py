@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from relex_jax.cli import main
-from relex_jax.data.training import read_jsonl
+from relex_jax.data.readers import read_jsonl
 from relex_jax.evaluation import evaluate
 from relex_jax.inference import RelexModel
 

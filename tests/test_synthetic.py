@@ -15,7 +15,7 @@ from relex_jax.data.synthetic import (
     generate_examples,
     write_jsonl,
 )
-from relex_jax.data.training import read_jsonl
+from relex_jax.data.readers import read_jsonl
 
 SPLITS = ("train", "dev", "test")
 CORPUS = {split: generate_examples(600, seed=1, split=split) for split in SPLITS}

@@ -22,7 +22,8 @@ import pytest
 from gliner_fixtures import build_relex_model, torch
 
 from relex_jax.checkpoint.gliner import load_gliner_checkpoint, variables_to_state_dict
-from relex_jax.data.training import CollateConfig, collate, parse_gliner_record
+from relex_jax.data.collate import CollateConfig, collate
+from relex_jax.data.readers import parse_gliner_record
 from relex_jax.modeling.relex import RelexModule
 from relex_jax.training.losses import LossConfig
 from relex_jax.training.optim import (

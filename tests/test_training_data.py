@@ -18,11 +18,10 @@ import pytest
 from gliner_fixtures import build_relex_model, torch
 
 from relex_jax.config import RelexConfig
-from relex_jax.data.training import (
-    CollateConfig,
+from relex_jax.data.collate import CollateConfig, collate, spans_outside_grid
+from relex_jax.data.readers import (
     Example,
     MalformedRecord,
-    collate,
     parse_gliner_record,
     read_examples,
     read_gliner_json,
@@ -243,6 +242,24 @@ def test_handmade_targets_by_hand(reference):
     assert batch.relation_labels[3, 0, 1, 0] == 1 and batch.relation_labels[3].sum() == 1
 
 
+@pytest.mark.parametrize("max_len", [384, 8])
+def test_spans_outside_grid_are_exactly_what_collate_drops(reference, max_len):
+    """`spans_outside_grid` (the per-run count behind data.on_long_span) lists exactly the gold
+    entities that get no target in the collated batch: too wide for max_width, or past max_len."""
+    _, tokenizer, config, _ = reference
+    cfg = ours_config(config, max_len=max_len).deterministic()
+    examples = strip_labels(handmade_examples()[:4])  # every label of a text is one of its types
+    batch = collate(examples, tokenizer, cfg)
+    missing = [(ex.source, s, e, label) for b, ex in enumerate(examples) for s, e, label in ex.entities
+               if s >= batch.entity_labels.shape[1] or e - s >= cfg.max_width
+               or not batch.entity_labels[b, s, e - s, batch.entity_types[b].index(label)]]
+    found = spans_outside_grid(examples, cfg.max_width, cfg.max_len)
+    assert [(x.source, x.start, x.end, x.label) for x in found] == missing and missing
+    assert any("more than max_width=4" in str(x) for x in found)
+    assert (max_len == 8) == any(f"max_len={max_len}" in str(x) for x in found)
+    assert str(found[0]).startswith("handmade ")
+
+
 def test_span_alignment_puts_relations_on_their_spans(reference):
     _, tokenizer, config, _ = reference
     cfg = ours_config(config, relation_alignment="span").deterministic()
@@ -314,7 +331,8 @@ _HASH_SCRIPT = """
 import json, random, sys
 from tokenizers import Tokenizer
 from relex_jax.config import RelexConfig
-from relex_jax.data.training import CollateConfig, collate, parse_gliner_record
+from relex_jax.data.collate import CollateConfig, collate
+from relex_jax.data.readers import parse_gliner_record
 path, records = sys.argv[1], json.loads(sys.argv[2])
 tok = Tokenizer.from_file(path + "/tokenizer.json"); tok.no_padding(); tok.no_truncation()
 config = RelexConfig.from_gliner_dict(json.load(open(path + "/gliner_config.json")))
@@ -463,14 +481,14 @@ def test_jsonl_malformed(tmp_path, caplog, kind):
         read_jsonl(path, on_error="raise")
     assert str(path) in str(info.value) and message in str(info.value)
     errors: list = []
-    with caplog.at_level(logging.WARNING, logger="relex_jax.data.training"):
+    with caplog.at_level(logging.WARNING, logger="relex_jax.data.readers"):
         examples = read_jsonl(path, on_error="skip", errors=errors)
     assert len(examples) == 2 and [ex.source for ex in examples] == [f"{path}: line 1", f"{path}: line 4"]
     assert len(errors) == 1 and f"{path}: line 3" in errors[0] and message in errors[0]
     assert "skipped 1 malformed of 3 records" in caplog.text
 
 
-@pytest.mark.parametrize("kind", sorted(set(MALFORMED) - {"null entities"}))
+@pytest.mark.parametrize("kind", sorted(set(MALFORMED) - {"null entities", "unknown key"}))  # both fine in gliner's format
 def test_gliner_json_malformed(tmp_path, caplog, kind):
     bad, message = MALFORMED[kind]
     good = _gliner_record(GOOD)
@@ -481,10 +499,77 @@ def test_gliner_json_malformed(tmp_path, caplog, kind):
         read_gliner_json(path)
     assert str(path) in str(info.value) and message in str(info.value)
     errors: list = []
-    with caplog.at_level(logging.WARNING, logger="relex_jax.data.training"):
+    with caplog.at_level(logging.WARNING, logger="relex_jax.data.readers"):
         assert len(read_gliner_json(path, on_error="skip", errors=errors)) == 3
     assert len(errors) == 1 and "record 2" in errors[0]
     assert "skipped 1 malformed of 4 records" in caplog.text
+
+
+def test_gliner_json_ignores_unknown_keys_and_reads_null_ner(tmp_path, caplog):
+    """Real gliner files carry extra keys (an "id"): gliner ignores them, so do we, naming them once
+    per read; `"ner": null` is a text without entities. Missing keys and wrong types still fail."""
+    records = [{**_gliner_record(GOOD), "id": i, "meta": {"x": 1}} for i in range(3)]
+    records[1]["ner"], records[1]["relations"] = None, []
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records))
+    with caplog.at_level(logging.INFO, logger="relex_jax.data.readers"):
+        examples = read_gliner_json(path)
+    assert [len(ex.entities) for ex in examples] == [2, 0, 2] and examples[0] == parse_gliner_record(_gliner_record(GOOD))
+    notes = [r.getMessage() for r in caplog.records if "ignored keys" in r.getMessage()]
+    assert len(notes) == 1 and "['id', 'meta']" in notes[0] and str(path) in notes[0]
+    with pytest.raises(MalformedRecord, match=r"record 1: missing keys \['ner'\]"):
+        path.write_text(json.dumps([records[0], {"tokenized_text": ["a"], "id": 1}]))
+        read_gliner_json(path)
+    with pytest.raises(MalformedRecord, match="ner must be a list"):
+        parse_gliner_record({"tokenized_text": ["a"], "ner": "Peop"})
+
+
+@pytest.mark.parametrize("chunk", [1, 7, None])
+def test_gliner_json_is_streamed_record_by_record(tmp_path, monkeypatch, chunk):
+    """Records are decoded one at a time over a buffer of JSON_CHUNK_CHARS (here down to one
+    character, so records and strings holding "]" or "," straddle reads); broken JSON still names
+    the line, as json.loads would."""
+    import relex_jax.data.readers as readers
+
+    if chunk:
+        monkeypatch.setattr(readers, "JSON_CHUNK_CHARS", chunk)
+    tricky = {**_gliner_record(GOOD), "tokenized_text": ["B]ob", ",", "Ann\n"], "id": 12345}
+    records = [tricky, _gliner_record(GOOD), tricky]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records, indent=1))
+    assert list(readers.json_array_records(path)) == records
+    assert read_gliner_json(path, shard=(1, 2)) == [parse_gliner_record(_gliner_record(GOOD))]
+    # the records before the broken text are read (and fine): the first problem in file order is the JSON
+    ok = json.dumps(_gliner_record(GOOD))
+    for text, line in ((f'[\n{ok},\n\n{{"a": }}]', 4), (f"[{ok},\n{ok}", 2), (f"[{ok}]\n\nx", 3), ("", 1)):
+        path.write_text(text)
+        with pytest.raises(MalformedRecord, match=f"data.json: line {line}: not valid JSON"):
+            read_gliner_json(path)
+    path.write_text('{"tokenized_text": ["a"], "ner": []}')
+    with pytest.raises(MalformedRecord, match="holds a JSON list, got dict"):
+        read_gliner_json(path)
+
+
+def test_gliner_json_shard_never_holds_the_whole_file(tmp_path, monkeypatch):
+    """A host keeps its shard only: reading 1/20 of a 1 MB file in 64 KB reads peaks under the
+    file's size (the whole-file json.loads peaked at ~9.5x it)."""
+    import tracemalloc
+
+    import relex_jax.data.readers as readers
+
+    monkeypatch.setattr(readers, "JSON_CHUNK_CHARS", 1 << 16)
+
+    record = {"tokenized_text": [f"w{i}" for i in range(60)], "ner": [[0, 1, "p"]], "relations": [], "id": 1}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([record] * 2000))
+    tracemalloc.start()
+    try:
+        examples = read_gliner_json(path, shard=(0, 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(examples) == 100
+    assert peak < path.stat().st_size, (peak, path.stat().st_size)
 
 
 def test_unreadable_json_names_file_and_line(tmp_path):
@@ -494,7 +579,7 @@ def test_unreadable_json_names_file_and_line(tmp_path):
         read_jsonl(path)
     assert len(read_jsonl(path, on_error="skip")) == 1
     whole = tmp_path / "bad.json"
-    whole.write_text("[\n{}\n,,]")
+    whole.write_text('[\n{"tokenized_text": ["a"], "ner": []}\n,,]')  # streamed: the records before it are fine
     with pytest.raises(MalformedRecord, match=r"bad.json: line 3"):
         read_gliner_json(whole)
     with pytest.raises(ValueError, match="on_error"):

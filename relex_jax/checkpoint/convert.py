@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -67,6 +67,19 @@ def _write_atomically(out: Path, overwrite: bool, fill) -> Path:
     return out
 
 
+def write_text_atomically(path, text: str) -> Path:
+    """Write a text file through a temporary file in the same directory and `os.replace`: a crash
+    leaves the old file or the new one, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _copy_tokenizer(src: Path, dst: Path) -> None:
     files = sorted({f for pattern in TOKENIZER_PATTERNS for f in src.glob(pattern) if f.is_file()})
     if not any(f.name == "tokenizer.json" for f in files):
@@ -77,12 +90,15 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 
 def save_relex_dir(
     out, config: RelexConfig, variables, tokenizer_dir: Path | None, overwrite: bool = False,
-    gliner_only: dict[str, np.ndarray] | None = None,
+    gliner_only: dict[str, np.ndarray] | None = None, extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write a relex-jax model directory (see module docstring)."""
+    """Write a relex-jax model directory (see module docstring). `extra_files` (name -> text) are
+    written into it too, so they appear atomically with the model (e.g. the training run's best.json)."""
     import orbax.checkpoint as ocp
 
     def fill(tmp: Path):
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         if gliner_only:
             from safetensors.numpy import save_file
 

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from types import MappingProxyType
 
-from relex_jax.data.training import Example
+from relex_jax.data.readers import Example
 
 ENTITY_TYPES = ("person", "organization", "location", "date")
 # Relation type -> (head entity type, tail entity type). All directed.

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from relex_jax.data.training import BUCKET_KEYS
+from relex_jax.data.collate import BUCKET_KEYS
 from relex_jax.training.init import ModelInit
 from relex_jax.training.losses import LossConfig
 from relex_jax.training.optim import OptimConfig
@@ -38,12 +38,16 @@ class DataConfig:
     """`train` / `dev`: a .jsonl (../shared/data format) or .json (gliner format) file, a hub
     dataset `hf:NAME[:SPLIT]`, or the embedded generator `synthetic:SPLIT:N` (SPLIT train / dev /
     test). `batch_size` is global (all devices of all hosts). Malformed records fail the run
-    (`on_error: raise`) or are skipped with a count (`skip`)."""
+    (`on_error: raise`) or are skipped with a count (`skip`). Gold entities wider than the model's
+    `max_width` or past its `max_len` words cannot be trained on: `on_long_span: drop` drops them as
+    gliner does, counted and logged (with the first few) and in metrics.jsonl / the run summary;
+    `error` stops the run before training, naming the first record and span."""
 
     train: str = "synthetic:train:2000"
     dev: str | None = None
     batch_size: int = 8
     on_error: str = "raise"
+    on_long_span: str = "drop"
     collate: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Padded sizes per dimension (BUCKET_KEYS), replacing loop.default_buckets' for the dimensions
     # named; [] keeps a dimension's exact per-batch size.
@@ -57,6 +61,8 @@ class DataConfig:
             raise ValueError("data.batch_size must be positive")
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.on_long_span not in ("drop", "error"):
+            raise ValueError(f"data.on_long_span must be 'drop' or 'error', got {self.on_long_span!r}")
         if self.packing is not None:
             from relex_jax.training.packing import check_packing_settings
 

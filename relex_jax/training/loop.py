@@ -1,9 +1,12 @@
 """The training run behind `python -m train` / `relex-jax train`.
 
     DIR/checkpoints/     Orbax checkpoints (state, rng, data position), every N steps, newest K kept
-    DIR/metrics.jsonl    one JSON object per logged step ({"step", "loss", ...}) and per evaluation
+    DIR/metrics.jsonl    one JSON object per logged step ({"step", "loss", ...}), per evaluation
+                         ({"step", "eval"}) and per (re)start ({"step", "data": the data's counts})
     DIR/tokenizer/       the tokenizer (with the prompt tokens) the run trains with
-    DIR/best_model/      relex-jax model directory of the best dev evaluation so far (with data.dev)
+    DIR/best_model/      relex-jax model directory of the best dev evaluation so far (with data.dev),
+                         holding its record best.json ({"step", "metric", "value"})
+    DIR/best.json        a copy of that record
     DIR/model/           the final relex-jax model directory (`RelexModel.from_pretrained(DIR/model)`)
     DIR/tensorboard/     when tensorboardX (or torch's tensorboard) is installed
     DIR/config.yaml      the resolved config of the run
@@ -27,7 +30,6 @@ import json
 import logging
 import math
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,6 +38,9 @@ import jax
 import numpy as np
 import yaml
 
+from relex_jax.checkpoint.convert import write_text_atomically
+from relex_jax.data.readers import read_source
+from relex_jax.data.stream import BatchStream
 from relex_jax.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -80,62 +85,6 @@ _FIELD_DIMS = {
 }
 
 
-def read_source(source: str, seed: int, on_error: str, shard: tuple[int, int], errors: list | None = None):
-    """Examples of a data source string (see `DataConfig`)."""
-    from relex_jax.data.training import read_examples
-
-    if source.startswith("synthetic:"):
-        from relex_jax.data.synthetic import generate_examples
-
-        try:
-            _, split, count = source.split(":")
-            examples = generate_examples(int(count), seed=seed, split=split)
-        except ValueError as err:
-            raise ValueError(f"data source {source!r}: expected synthetic:SPLIT:N ({err})") from None
-        return examples[shard[0]:: shard[1]]
-    if not source.startswith("hf:") and not Path(source).expanduser().is_file():
-        raise FileNotFoundError(f"data file {source} does not exist")
-    return read_examples(source if source.startswith("hf:") else Path(source).expanduser(), on_error, errors, shard)
-
-
-@dataclasses.dataclass
-class BatchStream:
-    """This host's batches, indexed by batch number (see the module docstring)."""
-
-    examples: Sequence[Any]
-    rows: int
-    seed: int
-    host: int = 0
-
-    def __post_init__(self):
-        if len(self.examples) < self.rows:
-            raise ValueError(f"{len(self.examples)} training examples on this host, fewer than a batch of {self.rows}")
-        self.per_epoch = len(self.examples) // self.rows
-        self._epoch, self._order = -1, None
-
-    def position(self, batch_number: int) -> dict[str, int]:
-        return {"batches": batch_number, "examples": len(self.examples), "rows": self.rows, "seed": self.seed}
-
-    def check_position(self, state: dict[str, Any]) -> int:
-        """The batch number of a checkpoint's data state, after checking it fits this data."""
-        expected = self.position(int(state.get("batches", -1)))
-        if state != expected:
-            raise ValueError(
-                f"the checkpoint's data position {state} does not fit this run's data {expected}: the training "
-                "data, batch size, host count or seed changed since it was written"
-            )
-        return expected["batches"]
-
-    def batch(self, number: int) -> tuple[list[Any], random.Random, int]:
-        """(examples, collation rng, epoch) of batch `number`."""
-        epoch, index = divmod(number, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._order = np.random.default_rng([self.seed, self.host, epoch]).permutation(len(self.examples))
-        rows = self._order[index * self.rows: (index + 1) * self.rows]
-        return [self.examples[i] for i in rows], random.Random(f"{self.seed}/{self.host}/{number}"), epoch
-
-
 def pad_step_batch(batch, sizes: dict[str, int], pad_id: int):
     """Pad every named dimension of a StepBatch to `sizes` (zeros / False; `pad_id` for token ids):
     the same as collating with larger buckets."""
@@ -163,12 +112,42 @@ def _agree_shapes(batch, pad_id: int):
     """Multi-host: pad every host's rows to the largest shape any host collated this step."""
     if jax.process_count() == 1:
         return batch
-    from jax.experimental import multihost_utils
+    from relex_jax.training.sharding import gather_hosts
 
     sizes = _dims(batch)
     names = sorted(sizes)
-    largest = np.max(multihost_utils.process_allgather(np.asarray([sizes[n] for n in names])), axis=0)
+    largest = np.max(gather_hosts(np.asarray([sizes[n] for n in names])), axis=0)
     return pad_step_batch(batch, dict(zip(names, map(int, largest))), pad_id)
+
+
+def _data_counts(examples: Sequence[Any], errors: list[str], collate_config, on_long_span: str) -> dict[str, int]:
+    """The training data's counts over all hosts (metrics.jsonl's "data" record and the run summary):
+    examples, malformed records skipped, and gold entities collation drops (`spans_outside_grid`),
+    which are logged with the first few or, with `data.on_long_span: error`, stop the run here."""
+    from relex_jax.data.collate import spans_outside_grid
+    from relex_jax.training.sharding import gather_hosts
+
+    long_spans = spans_outside_grid(examples, collate_config.max_width, collate_config.max_len)
+    local = np.asarray([len(examples), len(errors), len(long_spans)])
+    total = dict(zip(("train_examples", "malformed_skipped", "long_spans_dropped"),
+                     map(int, gather_hosts(local).sum(axis=0))))
+    count = total["long_spans_dropped"]
+    if not count:
+        return total
+    lost = sum(span.relations for span in long_spans)
+    if on_long_span == "error":
+        first = str(long_spans[0]) if long_spans else "(on another host)"
+        raise ValueError(
+            f"{count} gold entities of the training data lie outside the model's span grid (data.on_long_span=error), "
+            f"the first: {first}. Raise the model's max_width / max_len, fix the data, or set data.on_long_span=drop "
+            "(gliner's behaviour: such entities and their relations are left out of the targets)"
+        )
+    if jax.process_index() == 0:
+        log.warning("%d gold entities (and %d relations on this host touching them) lie outside the span grid "
+                    "(max_width=%d, max_len=%d) and are dropped from the targets, as gliner drops them; first: %s",
+                    count, lost, collate_config.max_width, collate_config.max_len,
+                    "; ".join(map(str, long_spans[:5])) or "(all on other hosts)")
+    return total
 
 
 def _lookup(report: dict[str, Any], dotted: str) -> float:
@@ -192,9 +171,7 @@ class _Writers:
         if self.path.exists():  # drop records past the step we resume from (they are redone)
             keep = [line for line in self.path.read_text().splitlines() if line.strip()
                     and json.loads(line).get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
-            os.replace(tmp, self.path)
+            write_text_atomically(self.path, "".join(line + "\n" for line in keep))
         if tensorboard:
             self.board = _summary_writer(workdir / "tensorboard")
 
@@ -278,14 +255,14 @@ def train(config: TrainConfig, workdir: str | os.PathLike, resume: bool = False,
 def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, mesh, stop_at_step: int | None):
     """The body of `train` once the run directory and its checkpoints are settled."""
     from relex_jax.checkpoint.convert import save_relex_dir
-    from relex_jax.data.training import CollateConfig, collate
+    from relex_jax.data.collate import CollateConfig, collate
     from relex_jax.inference import RelexModel
     from relex_jax.modeling.relex import RelexModule
     from relex_jax.training.init import initial_model
     from relex_jax.training.losses import LossConfig
     from relex_jax.training.optim import make_optimizer
     from relex_jax.training.sharding import batch_rows_multiple as rows_multiple
-    from relex_jax.training.sharding import batch_sharding, global_batch, replicated, train_state_shardings
+    from relex_jax.training.sharding import batch_sharding, gather_hosts, global_batch, replicated, train_state_shardings
     from relex_jax.training.step import StepBatch, create_train_state, make_train_step, training_module
 
     primary = jax.process_index() == 0
@@ -305,6 +282,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                          (ex.tokens for ex in train_examples))
     relex_config = init.config
     collate_config = CollateConfig.from_relex_config(relex_config, **config.data.collate)
+    data_counts = _data_counts(train_examples, errors, collate_config, config.data.on_long_span)
     loss_config = LossConfig.from_relex_config(relex_config, **config.loss)
     optim = config.optim
     optimizer = make_optimizer(optim)
@@ -366,35 +344,59 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
         if dropped:
             log.info("each epoch defers %d of %d examples to a later epoch (full batches only)", dropped,
                      len(train_examples))
+    writers.write({"step": start_step, "data": data_counts})
 
-    best = _read_best(workdir)
+    def host_variables() -> dict[str, Any]:
+        """The current variables as numpy arrays on every process (gathered across hosts)."""
+        variables = {"params": gather_hosts(state.params, tiled=True)}
+        if state.batch_stats:
+            variables["batch_stats"] = gather_hosts(state.batch_stats, tiled=True)
+        return variables
+
+    def save_final_model() -> None:
+        variables = host_variables()
+        if primary:
+            save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
+            log.info("final model written to %s", workdir / "model")
+
+    best = _read_best(workdir, primary)
     if start_step >= total_steps:
-        log.info("the run in %s already finished at step %d; nothing to do", workdir, start_step)
+        log.info("the run in %s already finished at step %d; nothing to train", workdir, start_step)
+        if not (workdir / "model").is_dir():  # killed after the last checkpoint, before the final model
+            save_final_model()
         writers.close()
         return {"step": start_step, "first_loss": None, "last_loss": None, "eval": None, "best": best,
-                "model_dir": str(workdir / "model")}
+                "model_dir": str(workdir / "model"), "data": data_counts}
+
+    eval_model = None  # built at the first evaluation, then given each evaluation's variables
 
     def evaluate(step: int) -> dict[str, Any] | None:
-        nonlocal best
+        nonlocal best, eval_model
         if not config.data.dev:
             return None
         from relex_jax.evaluation import evaluate as evaluate_examples
 
-        variables = {"params": _host_tree(state.params)}
-        if state.batch_stats:
-            variables["batch_stats"] = _host_tree(state.batch_stats)
+        variables = host_variables()
         if not primary:
             return None
-        model = RelexModel(relex_config, RelexModule(relex_config), variables, init.tokenizer,
-                           init.tokenizer_dir, devices=jax.local_devices())
-        report = evaluate_examples(model, dev_examples, threshold=config.eval.threshold,
+        if eval_model is None:
+            eval_model = RelexModel(relex_config, RelexModule(relex_config), variables, init.tokenizer,
+                                    init.tokenizer_dir, devices=jax.local_devices())
+        else:  # same model object, same jitted stages: dev evaluation compiles once per shape per run
+            eval_model.variables = jax.tree_util.tree_map(lambda old, new: jax.device_put(new, old.sharding),
+                                                          eval_model.variables, variables)
+        report = evaluate_examples(eval_model, dev_examples, threshold=config.eval.threshold,
                                    batch_size=config.eval.batch_size)
         value = _lookup(report, config.eval.best_metric)
         writers.write({"step": step, "eval": report})
         if best is None or value > best["value"]:
             best = {"step": step, "metric": config.eval.best_metric, "value": value}
-            save_relex_dir(workdir / "best_model", relex_config, variables, init.tokenizer_dir, overwrite=True)
-            (workdir / "best.json").write_text(json.dumps(best, indent=2))
+            record = json.dumps(best, indent=2)
+            # The record goes into best_model/ with the model (one atomic directory swap), then to the
+            # top-level copy; a crash between the two leaves a stale copy that `_read_best` repairs.
+            save_relex_dir(workdir / "best_model", relex_config, variables, init.tokenizer_dir, overwrite=True,
+                           extra_files={BEST_RECORD: record})
+            write_text_atomically(workdir / BEST_RECORD, record)
         log.info("step %d: dev %s = %.4f (best %.4f at step %d)", step, config.eval.best_metric, value,
                  best["value"], best["step"])
         return report
@@ -450,19 +452,15 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                                              "before it is intact (lower the learning rate and --resume)")
             checkpoints.maybe_save(step, state, rng, stream.position(batch_number))
             if step == stop_at_step:
-                return {"stopped_at": step, "first_loss": first_loss, "last_loss": last_loss, **shapes.summary()}
+                return {"stopped_at": step, "first_loss": first_loss, "last_loss": last_loss, "data": data_counts,
+                        **shapes.summary()}
             if config.data.dev and step % config.eval.every_n_steps == 0 and step < total_steps:
                 evaluate(step)
         checkpoints.maybe_save(step, state, rng, stream.position(batch_number), force=True)
         report = evaluate(step)
-        variables = {"params": _host_tree(state.params)}
-        if state.batch_stats:
-            variables["batch_stats"] = _host_tree(state.batch_stats)
-        if primary:
-            save_relex_dir(workdir / "model", relex_config, variables, init.tokenizer_dir, overwrite=True)
-            log.info("final model written to %s", workdir / "model")
+        save_final_model()
         return {"step": step, "first_loss": first_loss, "last_loss": last_loss, "eval": report, "best": best,
-                "model_dir": str(workdir / "model"), **shapes.summary()}
+                "model_dir": str(workdir / "model"), "data": data_counts, **shapes.summary()}
     finally:
         if progress is not None:
             progress.close()
@@ -492,15 +490,23 @@ class _StepShapes:
         return {"compilations": len(self.seen), "padded_token_fraction": round(padded, 6)}
 
 
-def _host_tree(tree):
-    """A (possibly multi-host sharded) tree as numpy arrays on every process."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.device_get(tree)
+BEST_RECORD = "best.json"  # DIR/best.json and DIR/best_model/best.json: {"step", "metric", "value"}
 
 
-def _read_best(workdir: Path) -> dict[str, Any] | None:
-    path = workdir / "best.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read_best(workdir: Path, primary: bool = True) -> dict[str, Any] | None:
+    """The best dev evaluation so far: DIR/best_model/best.json, written inside the model directory
+    (so it always describes the model there); DIR/best.json is its copy, rewritten here when a crash
+    fell between the two writes. A best record past the checkpoint a run resumes from stays: the
+    resumed run redoes those steps bit for bit, so it meets the same evaluation again."""
+    top, inside = workdir / BEST_RECORD, workdir / "best_model" / BEST_RECORD
+    if inside.is_file():
+        best = json.loads(inside.read_text())
+        if primary and (not top.is_file() or json.loads(top.read_text()) != best):
+            log.warning("%s did not match %s (a crash between the two writes): rewritten", top, inside)
+            write_text_atomically(top, json.dumps(best, indent=2))
+        return best
+    if top.is_file() and (workdir / "best_model").is_dir():  # a run directory of an older relex-jax
+        return json.loads(top.read_text())
+    if top.is_file():
+        log.warning("%s has no model directory %s beside it: ignored", top, workdir / "best_model")
+    return None

@@ -114,7 +114,7 @@ def _word_sizes(step_words: np.ndarray, count: int) -> tuple[int, ...]:
 def _mean_tokens(examples: Sequence[Any], tokenizer, collate_config, buckets, batch_size: int, seed: int) -> float:
     """Mean tokens per text (prompt included) of gliner-shaped batches: collates up to
     `SAMPLE_BATCHES` batches of the first texts, with seeded draws (the plan is reproducible)."""
-    from relex_jax.data.training import collate
+    from relex_jax.data.collate import collate
 
     lengths = []
     for b in range(min(SAMPLE_BATCHES, max(1, len(examples) // batch_size))):
@@ -218,7 +218,7 @@ class PackedStream:
 
     def _collate(self, positions: list[int], step: int, buckets=None):
         """The collated batch of these texts, or None when it does not fit the grid."""
-        from relex_jax.data.training import collate
+        from relex_jax.data.collate import collate
 
         if len(positions) > self.plan.max_texts:
             return None

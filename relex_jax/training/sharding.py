@@ -229,6 +229,18 @@ def global_batch(local_batch, mesh: Mesh):
     return jax.tree_util.tree_map(put, local_batch)
 
 
+def gather_hosts(tree, tiled: bool = False):
+    """`tree` from every process, as numpy arrays on each: per-process values stacked on a new
+    leading axis (one entry per process), or with `tiled` the full value of globally sharded arrays.
+    The one home of multi-host gathering; with one process nothing is communicated."""
+    if jax.process_count() == 1:
+        tree = jax.device_get(tree)
+        return tree if tiled else jax.tree_util.tree_map(lambda x: np.asarray(x)[None], tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=tiled)
+
+
 def describe_layout(params, mesh: Mesh) -> list[str]:
     """One line per parameter: path, shape, partition spec (for logs and `--print-layout`)."""
     shardings = param_shardings(params, mesh)

@@ -1,6 +1,6 @@
 """The training step: gliner's training forward, its three losses, and a jitted AdamW update.
 
-- `StepBatch`: the arrays of a collated `TrainingBatch` (`relex_jax.data.training.collate`), a
+- `StepBatch`: the arrays of a collated `TrainingBatch` (`relex_jax.data.collate.collate`), a
   pytree for `jit` (numpy leaves are fine; shardings can be attached to it later);
   `PackedStepBatch` the same with the texts packed into shared encoder rows.
 - `compute_loss` / `loss_fn(params, batch, ...)`: `RelexModule.train_outputs` (gold entities and
@@ -29,7 +29,7 @@ import optax
 
 from relex_jax.config import RelexConfig
 from relex_jax.data.packing import PackedBatch
-from relex_jax.data.training import TrainingBatch
+from relex_jax.data.collate import TrainingBatch
 from relex_jax.modeling.relex import RelexModule, RelexOutput
 from relex_jax.training.losses import LossConfig, adjacency_loss, combine_losses, relation_loss, span_loss
 from relex_jax.training.optim import OptimConfig, learning_rate_schedules, make_optimizer
