@@ -29,7 +29,8 @@ from relex_jax.data.collate import CollateConfig, collate  # noqa: E402
 from relex_jax.data.readers import read_jsonl  # noqa: E402
 from relex_jax.training.init import ModelInit, initial_model  # noqa: E402
 from relex_jax.data.stream import BatchStream  # noqa: E402
-from relex_jax.training.loop import COST_BUCKETS, default_buckets  # noqa: E402
+from relex_jax.data.processor import TRAINING_BUCKETS  # noqa: E402
+from relex_jax.training.loop import default_buckets  # noqa: E402
 
 
 def with_midpoints(sizes) -> list[int]:
@@ -38,12 +39,12 @@ def with_midpoints(sizes) -> list[int]:
 
 
 SCHEMES = {
-    "powers of two (default)": COST_BUCKETS,
-    "powers of two and midpoints": {"tokens": with_midpoints(COST_BUCKETS["tokens"]),
-                                    "words": with_midpoints(COST_BUCKETS["words"]),
-                                    "gold_entities": COST_BUCKETS["gold_entities"]},
+    "powers of two (default)": TRAINING_BUCKETS,
+    "powers of two and midpoints": {"tokens": with_midpoints(TRAINING_BUCKETS["tokens"]),
+                                    "words": with_midpoints(TRAINING_BUCKETS["words"]),
+                                    "gold_entities": TRAINING_BUCKETS["gold_entities"]},
     "multiples of 16 tokens, 8 words": {"tokens": list(range(16, 1025, 16)), "words": list(range(8, 513, 8)),
-                                        "gold_entities": COST_BUCKETS["gold_entities"]},
+                                        "gold_entities": TRAINING_BUCKETS["gold_entities"]},
 }
 
 
@@ -74,7 +75,7 @@ def main() -> None:
         init = initial_model(ModelInit(**start), jax.random.PRNGKey(args.seed), Path(tmp),
                              [ex.tokens for ex in examples])
     collate_config = CollateConfig.from_relex_config(init.config)
-    labels = {k: v for k, v in default_buckets(examples, collate_config).items() if k not in COST_BUCKETS}
+    labels = {k: v for k, v in default_buckets(examples, collate_config).items() if k not in TRAINING_BUCKETS}
     stream = BatchStream(examples, args.batch_size, args.seed)
     exact = shapes(stream, steps, init.tokenizer, collate_config, labels)  # gliner's sizes: each batch's own
     tokens, words, entities = exact.T

@@ -311,7 +311,7 @@ def evaluate(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from relex_jax.data.training import MalformedRecord, read_examples
+    from relex_jax.data.readers import MalformedRecord, read_examples
     from relex_jax.evaluation import evaluate as run_evaluation
 
     try:

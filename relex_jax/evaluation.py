@@ -1,5 +1,5 @@
 """Entity and relation extraction metrics (micro precision / recall / F1), and evaluation of a
-`RelexModel` on `Example`s read with `relex_jax.data.training`.
+`RelexModel` on `Example`s read with `relex_jax.data.readers`.
 
 Matching (per text, gold and predicted items are compared as *sets*: an item listed twice, or
 two relations whose argument indices differ but point at equal spans, count once):
@@ -28,7 +28,7 @@ import numbers
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from relex_jax.data.training import Example
+from relex_jax.data.readers import Example
 from relex_jax.settings import InferenceSettings
 
 __all__ = ["MODES", "entity_metrics", "evaluate", "prf", "relation_metrics", "score_examples"]

@@ -26,7 +26,15 @@ from relex_jax.checkpoint.gliner import GLINER_CONFIG, load_gliner_checkpoint
 from relex_jax.config import RelexConfig
 from relex_jax.data.labels import LabelSet, normalize_labels
 from relex_jax.data.packing import first_fit, pack_batch
-from relex_jax.data.processor import _bucket, build_batch, encode_prompted, split_words, window_starts
+from relex_jax.data.processor import (
+    INFERENCE_BUCKETS,
+    PACKED_ROW_BUCKETS,
+    _bucket,
+    build_batch,
+    encode_prompted,
+    split_words,
+    window_starts,
+)
 from relex_jax.decoding import (
     EntitySpan,
     Relation,
@@ -42,16 +50,6 @@ from relex_jax.settings import InferenceSettings
 logger = logging.getLogger("relex_jax")
 
 MIN_ENTITY_CAP = 8  # smallest entity cap E of the relation stage (fewer distinct caps, fewer compiles)
-# Padded sizes the forward is compiled for; beyond the largest, multiples of it. Texts are
-# grouped by length, so token and word counts move together and few combinations occur.
-SHAPE_BUCKETS = {
-    "tokens": (64, 128, 192, 256, 384, 512, 768, 1024),
-    "words": (16, 32, 64, 96, 128, 192, 256, 384, 512),
-    "entities": (2, 4, 8, 16, 32, 64),
-    "relations": (2, 4, 8, 16, 32, 64),
-}
-# Packed grid rows per forward: powers of two and their midpoints (few shapes, at most 1/3 empty).
-PACKED_ROW_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class _Piece(NamedTuple):
@@ -96,6 +94,11 @@ class RelexModel:
         self._replicated = NamedSharding(self._mesh, PartitionSpec())
         self._rows = NamedSharding(self._mesh, PartitionSpec("data"))
         self.variables = jax.device_put(self.variables, self._replicated)
+
+    def set_variables(self, variables) -> None:
+        """Swap in new weights of the same shapes (e.g. a training run's dev evaluation): the
+        jitted stages, and what they compiled, are kept."""
+        self.variables = jax.device_put(variables, self._replicated)
 
     @functools.cached_property
     def _mesh(self) -> Mesh:
@@ -445,11 +448,11 @@ class RelexModel:
             ent_token=cfg.ent_token, sep_token=cfg.sep_token, rel_token=cfg.rel_token, max_width=cfg.max_width,
             pad_id=self.config.encoder.pad_token_id, pooling=cfg.subtoken_pooling,
             embed_ent_token=cfg.embed_ent_token, embed_rel_token=cfg.embed_rel_token,
-            buckets={k: v for k, v in SHAPE_BUCKETS.items() if not (row_tokens and k == "tokens")},
+            buckets={k: v for k, v in INFERENCE_BUCKETS.items() if not (row_tokens and k == "tokens")},
         )
         if row_tokens:
             longest = int(batch.input_ids.shape[1])
-            row_tokens = row_tokens if longest <= row_tokens else _bucket(longest, SHAPE_BUCKETS["tokens"])
+            row_tokens = row_tokens if longest <= row_tokens else _bucket(longest, INFERENCE_BUCKETS["tokens"])
             grid_rows = first_fit(batch.attention_mask.sum(1), row_tokens)[2]
             grid_rows = -(-_bucket(grid_rows, PACKED_ROW_BUCKETS) // len(self.devices)) * len(self.devices)
             inputs = pack_batch(batch, row_tokens, grid_rows, texts=rows, pad_id=cfg.encoder.pad_token_id).model_inputs()

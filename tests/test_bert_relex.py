@@ -366,7 +366,9 @@ def test_a_text_past_the_position_table_is_refused_before_any_batch(released, tm
     _, path = released
     relex = RelexModel.from_pretrained(path, devices=jax.devices()[:1])
     limit = relex.config.encoder.max_position_embeddings
-    long_text = " ".join(["word"] * limit)
+    one_token = next(w for w in split_words(" ".join(TEXTS))[0]
+                     if len(relex.tokenizer.encode(w, add_special_tokens=False).ids) == 1)
+    long_text = " ".join([one_token] * limit)
     texts = TEXTS[:2] + [long_text]
     too_long = f"text 2 \\(words 0-{limit - 1}\\) needs \\d+ tokens with its prompt, .* stop at {limit}"
     with pytest.raises(TextError, match=too_long) as caught:

@@ -116,7 +116,7 @@ def test_overrides_and_errors():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_partition_specs_follow_the_rules():
+def test_partition_specs_follow_the_rules(eight_devices):
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     axes = logical_axes("backbone/encoder/layer_0/intermediate/dense/kernel", 2)
     assert axes == ("embed", "mlp")
@@ -133,7 +133,7 @@ def test_partition_specs_follow_the_rules():
         MeshConfig(data=-1, fsdp=-1)
 
 
-def test_optimizer_state_is_sharded_like_its_parameters():
+def test_optimizer_state_is_sharded_like_its_parameters(eight_devices):
     from relex_jax.training.optim import OptimConfig, make_optimizer
     from relex_jax.training.step import create_train_state
 
@@ -239,10 +239,9 @@ def test_padding_a_batch_changes_no_loss(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_eight_devices_data_4_fsdp_2_match_one_device(tmp_path):
-    assert jax.device_count() >= 8
-    one = train(small_config(mesh={"data": 1}), tmp_path / "one", devices=jax.devices()[:1])
-    eight = train(small_config(mesh={"data": 4, "fsdp": 2}), tmp_path / "eight", devices=jax.devices()[:8])
+def test_eight_devices_data_4_fsdp_2_match_one_device(tmp_path, eight_devices):
+    one = train(small_config(mesh={"data": 1}), tmp_path / "one", devices=eight_devices[:1])
+    eight = train(small_config(mesh={"data": 4, "fsdp": 2}), tmp_path / "eight", devices=eight_devices)
     assert one["step"] == eight["step"] == 6
     a, b = losses(tmp_path / "one"), losses(tmp_path / "eight")
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 7))

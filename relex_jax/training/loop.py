@@ -39,25 +39,17 @@ import numpy as np
 import yaml
 
 from relex_jax.checkpoint.convert import write_text_atomically
+from relex_jax.data.processor import TRAINING_BUCKETS
 from relex_jax.data.readers import read_source
 from relex_jax.data.stream import BatchStream
 from relex_jax.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-# Shape buckets of training batches for the dimensions that set a step's cost: powers of two, so
-# that a run compiles its step for few shapes (measured on CoNLL04, 1,000 batches of 8: 12 distinct
-# shapes, against 104 with midpoints added and label counts bucketed too). `data.buckets` overrides.
-COST_BUCKETS = {
-    "tokens": (32, 64, 128, 256, 512, 1024),
-    "words": (16, 32, 64, 128, 256, 512),
-    "gold_entities": (8, 16, 32, 64),
-}
-
 
 def default_buckets(examples: Sequence[Any], collate_config,
                     overrides: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
-    """`COST_BUCKETS` plus one size each for the entity and relation label counts: the most a batch
+    """`TRAINING_BUCKETS` (`relex_jax.data.processor`) plus one size each for the entity and relation label counts: the most a batch
     of these examples can ask for (their fixed label lists, or every type of that kind in the data
     plus explicit negatives and the augmentation's "other" label, capped at `max_types`). Label
     counts are cheap to pad and vary from batch to batch with type sampling and augmentation, so
@@ -72,7 +64,7 @@ def default_buckets(examples: Sequence[Any], collate_config,
         sampled = min(int(collate_config.max_types), len(types) + extra)
         listed = max((len(getattr(ex, fixed)) for ex in examples if getattr(ex, fixed) is not None), default=0)
         bounds[kind] = (max(1, sampled, listed),)
-    return {**COST_BUCKETS, **bounds, **{k: tuple(v) for k, v in (overrides or {}).items()}}
+    return {**TRAINING_BUCKETS, **bounds, **{k: tuple(v) for k, v in (overrides or {}).items()}}
 
 
 # StepBatch fields -> the named dimension of each axis after the rows (for multi-host padding).
@@ -383,8 +375,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
             eval_model = RelexModel(relex_config, RelexModule(relex_config), variables, init.tokenizer,
                                     init.tokenizer_dir, devices=jax.local_devices())
         else:  # same model object, same jitted stages: dev evaluation compiles once per shape per run
-            eval_model.variables = jax.tree_util.tree_map(lambda old, new: jax.device_put(new, old.sharding),
-                                                          eval_model.variables, variables)
+            eval_model.set_variables(variables)
         report = evaluate_examples(eval_model, dev_examples, threshold=config.eval.threshold,
                                    batch_size=config.eval.batch_size)
         value = _lookup(report, config.eval.best_metric)
