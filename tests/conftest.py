@@ -8,11 +8,8 @@ import tempfile
 import jax
 import pytest
 
-from relex_jax.compilation_cache import enable_compilation_cache
+from relex_jax.compilation_cache import ENV_VAR, enable_compilation_cache
 
-# Commands enable the persistent compilation cache by default (~/.cache/relex_jax/xla); tests and
-# the subprocesses they start leave the user's cache alone unless a test turns it on itself.
-os.environ.setdefault("RELEX_JAX_COMPILATION_CACHE", "off")
 # The run's own cache (below), shared by the pytest-xdist workers through this variable.
 RUN_CACHE_VAR = "RELEX_JAX_TEST_RUN_CACHE"
 
@@ -28,6 +25,10 @@ def pytest_configure(config):
     if not os.environ.get(RUN_CACHE_VAR):
         os.environ[RUN_CACHE_VAR] = tempfile.mkdtemp(prefix="relex_jax_test_xla_")
         config._relex_run_cache_owner = True
+    # Commands run in-process and the subprocesses tests start (`python -m train`, benchmarks)
+    # use it too, through the commands' own setting, and leave the user's cache alone. An entry
+    # a killed process left half written is a warning and a fresh compilation, not an error.
+    os.environ[ENV_VAR] = os.environ[RUN_CACHE_VAR]
     enable_compilation_cache(os.environ[RUN_CACHE_VAR])
 
 

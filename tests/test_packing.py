@@ -204,6 +204,7 @@ def test_packed_training_loss_and_gradients_equal_unpacked(model, spare_words):
     loss_config = LossConfig.from_relex_config(model.config)
     params = model.variables["params"]
 
+    @jax.jit  # one compilation per batch structure; op by op, this test took ~100 s
     def loss_and_grads(step_batch):
         (loss, (metrics, _)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
             params, step_batch, module=model.module, loss_config=loss_config)
