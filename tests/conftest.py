@@ -16,6 +16,14 @@ RUN_CACHE_VAR = "RELEX_JAX_TEST_RUN_CACHE"
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: one PyTorch thread each, not two competing
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
 
 def pytest_configure(config):
     """Many tests build the same tiny models and compile the same programs under new `jit`
@@ -35,7 +43,6 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if getattr(config, "_relex_run_cache_owner", False):
         shutil.rmtree(os.environ.pop(RUN_CACHE_VAR), ignore_errors=True)
-
 
 
 def devices_or_skip(count: int) -> list:

@@ -290,6 +290,7 @@ def test_tiny_cpu_recipe_trains_end_to_end(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_losses = [r["loss"] for r in records if "loss" in r]
     assert len(train_losses) == 15
+    assert [r for r in records if "loss" in r][-1]["compilations"] == 1, "the buckets give every batch one shape"
     assert train_losses[-1] < 0.5 * train_losses[0], train_losses
     evals = [r for r in records if "eval" in r]
     assert [r["step"] for r in evals] == [150]  # the final evaluation (eval.every_n_steps is 1000)
