@@ -170,23 +170,29 @@ class RelexModel:
         self,
         texts: str | Sequence[str],
         labels,
-        relations=None,
+        relations=[],  # noqa: B006 (gliner's default; never mutated)
+        flat_ner: bool = True,
         threshold: float = 0.5,
         adjacency_threshold: float | None = None,
         relation_threshold: float | None = None,
-        flat_ner: bool = True,
         multi_label: bool = False,
         batch_size: int = 8,
+        packing_config=None,
+        input_spans: Sequence[Sequence[Mapping[str, int]] | None] | None = None,
         return_relations: bool = True,
+        return_class_probs: bool = False,
         *,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
         long_texts: str = "window",
         window_size: int | None = None,
         window_stride: int | None = None,
         packing: bool | int = False,
-        input_spans: Sequence[Sequence[Mapping[str, int]] | None] | None = None,
-        return_class_probs: bool = False,
     ):
         """Extract entities (and relations) from texts, as gliner's `inference`.
+
+        gliner 0.2.29's parameters come first, in its order and with its defaults, so a call
+        written for gliner runs unchanged; relex-jax's own options are keyword-only after them.
 
         Args:
             texts: a string or a sequence of strings. Empty or whitespace-only texts give [].
@@ -208,6 +214,11 @@ class RelexModel:
                 batch share rows of the encoder's input instead of one padded row each (see
                 `relex_jax.data.packing`); same results (scores within float rounding), less
                 padding. Rows grow to hold the batch's longest text.
+            packing_config: gliner's `InferencePackingConfig` (or any object with `max_length`):
+                the same as `packing=max_length` (its `streams_per_batch` has no counterpart:
+                rows per batch follow from the batch).
+            return_vectors, return_label_vectors: gliner's vector outputs, not available yet in
+                relex-jax: True raises `NotImplementedError`.
             input_spans: gliner's span filter: one entry per text, None (every span) or a list of
                 {"start": char, "end": char} dicts (end exclusive, as the entity dicts); only
                 these spans can be entities, still under `threshold`. Relations are scored as
@@ -225,9 +236,12 @@ class RelexModel:
             ValueError for bad settings or labels, before any text is run; `TextError` (a
             ValueError naming the text) for a text the model cannot take.
         """
+        _refuse_vectors(return_vectors, return_label_vectors)
         settings = InferenceSettings(
-            threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label, batch_size, long_texts,
-            window_size, window_stride, packing, return_class_probs,
+            threshold=threshold, adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold,
+            flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size, long_texts=long_texts,
+            window_size=window_size, window_stride=window_stride, packing=_packing(packing, packing_config),
+            return_class_probs=return_class_probs,
         )
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -249,11 +263,11 @@ class RelexModel:
         self,
         words: Sequence[Sequence[str]],
         labels,
-        relations=None,
+        relations=[],  # noqa: B006 (as `inference`; never mutated)
+        flat_ner: bool = True,
         threshold: float = 0.5,
         adjacency_threshold: float | None = None,
         relation_threshold: float | None = None,
-        flat_ner: bool = True,
         multi_label: bool = False,
         batch_size: int = 8,
         *,
@@ -289,8 +303,10 @@ class RelexModel:
                 on the same words.
         """
         settings = InferenceSettings(
-            threshold, adjacency_threshold, relation_threshold, flat_ner, multi_label, batch_size, long_texts,
-            window_size, window_stride, packing, return_class_probs,
+            threshold=threshold, adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold,
+            flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size, long_texts=long_texts,
+            window_size=window_size, window_stride=window_stride, packing=packing,
+            return_class_probs=return_class_probs,
         )
         if isinstance(words, (str, bytes)):
             raise TypeError("words must hold one list of words per text, got a string")
@@ -312,20 +328,74 @@ class RelexModel:
         rels = [[WordRelation(r.head, r.tail, r.label, r.score) for r in text_rels] for _, text_rels in results]
         return entities, rels
 
-    def predict_entities(self, text: str, labels, relations=None, flat_ner: bool = True, threshold: float = 0.5,
-                         adjacency_threshold: float | None = None, multi_label: bool = False, **kwargs):
-        """Entities of one text, as gliner's `predict_entities`. Relation types, when given,
-        are part of the prompt and so change entity scores, as in gliner."""
-        return self.inference([text], labels, relations, threshold, adjacency_threshold, None, flat_ner,
-                              multi_label, return_relations=False, **kwargs)[0]
+    def predict_entities(
+        self,
+        text: str,
+        labels,
+        relations=[],  # noqa: B006 (gliner's default; never mutated)
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        adjacency_threshold: float | None = None,
+        multi_label: bool = False,
+        return_class_probs: bool = False,
+        *,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
+        **kwargs,
+    ):
+        """Entities of one text, as gliner's `predict_entities` (same parameters; `kwargs` go to
+        `inference`, e.g. `relation_threshold` or relex-jax's own options). Relation types, when
+        given, are part of the prompt and so change entity scores, as in gliner."""
+        return self.inference(
+            [text], labels, relations=relations, flat_ner=flat_ner, threshold=threshold,
+            adjacency_threshold=adjacency_threshold, multi_label=multi_label, return_relations=False,
+            return_class_probs=return_class_probs, return_vectors=return_vectors,
+            return_label_vectors=return_label_vectors, **kwargs,
+        )[0]
 
-    def predict_relations(self, text: str, labels, relations, flat_ner: bool = True, threshold: float = 0.5,
-                          adjacency_threshold: float | None = None, relation_threshold: float | None = None,
-                          multi_label: bool = False, **kwargs):
+    def predict_relations(
+        self,
+        text: str,
+        labels,
+        relations,
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+        multi_label: bool = False,
+        *,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
+        **kwargs,
+    ):
         """(entities, relations) of one text, as gliner's `predict_relations`."""
-        entities, rels = self.inference([text], labels, relations, threshold, adjacency_threshold,
-                                        relation_threshold, flat_ner, multi_label, **kwargs)
+        entities, rels = self.inference(
+            [text], labels, relations=relations, flat_ner=flat_ner, threshold=threshold,
+            adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold, multi_label=multi_label,
+            return_relations=True, return_vectors=return_vectors, return_label_vectors=return_label_vectors,
+            **kwargs,
+        )
         return entities[0], rels[0]
+
+    def batch_predict_entities(
+        self,
+        texts: Sequence[str],
+        labels,
+        flat_ner: bool = True,
+        threshold: float = 0.5,
+        multi_label: bool = False,
+        *,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
+        **kwargs,
+    ):
+        """gliner's deprecated `batch_predict_entities`: `inference` with these arguments, and so,
+        as in gliner 0.2.29 for relex models, (entities, relations) unless `kwargs` hold
+        `return_relations=False`."""
+        return self.inference(
+            texts, labels, flat_ner=flat_ner, threshold=threshold, multi_label=multi_label,
+            return_vectors=return_vectors, return_label_vectors=return_label_vectors, **kwargs,
+        )
 
     def check_settings(self, settings: InferenceSettings) -> None:
         """Refuse settings this model cannot run (see `InferenceSettings.check_model`) and a
@@ -479,6 +549,25 @@ class RelexModel:
               for s in row_spans] if p.offset else row_spans, row_rels)
             for p, row_spans, row_rels in zip(pieces, spans, relations)
         ]
+
+
+def _refuse_vectors(return_vectors: bool, return_label_vectors: bool) -> None:
+    if return_vectors or return_label_vectors:
+        raise NotImplementedError("return_vectors and return_label_vectors (gliner's span, pair and label "
+                                  "embeddings) are not available in relex-jax yet")
+
+
+def _packing(packing: bool | int, packing_config) -> bool | int:
+    """`inference`'s packing from relex-jax's `packing` or gliner's `packing_config` (its
+    `max_length` is our row length), not both."""
+    if packing_config is None:
+        return packing
+    if packing is not False:
+        raise ValueError("give packing or packing_config (gliner's), not both")
+    max_length = getattr(packing_config, "max_length", None)
+    if type(max_length) is not int or max_length < 1:
+        raise ValueError(f"packing_config needs a positive integer max_length, got {packing_config!r}")
+    return max_length
 
 
 class TextError(ValueError):

@@ -1,0 +1,82 @@
+"""Drop-in for gliner users: gliner 0.2.29's relex entry points, called in gliner's own positional and
+keyword forms, run unchanged on `RelexModel` with gliner's results (one converted checkpoint)."""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import pytest
+
+from gliner_fixtures import build_relex_model, reference_forward
+from test_decoding import assert_same_dicts
+from test_relex_parity import LABELS, RELATIONS, TEXTS, moderate_threshold
+
+from relex_jax import RelexModel
+
+torch = pytest.importorskip("torch")
+gliner_model = pytest.importorskip("gliner.model")
+infer_packing = pytest.importorskip("gliner.infer_packing")
+
+ENTRY_POINTS = ("inference", "predict_entities", "predict_relations", "batch_predict_entities")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    model, path = build_relex_model(tmp_path_factory.mktemp("compat") / "model", seed=0)
+    threshold = moderate_threshold(reference_forward(model, TEXTS, LABELS, RELATIONS))
+    return model, RelexModel.from_pretrained(path, devices=jax.devices()[:1]), threshold
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_gliner_parameters_are_a_prefix_of_ours(name):
+    """Same names, order, kinds and defaults: a positional or keyword call written for gliner binds
+    the same way here. Our own options come after, keyword-only."""
+    theirs = [p for p in inspect.signature(getattr(gliner_model.UniEncoderSpanRelexGLiNER, name)).parameters.values()
+              if p.kind is not p.VAR_KEYWORD]
+    ours = list(inspect.signature(getattr(RelexModel, name)).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [(p.name, p.kind, p.default) for p in theirs]
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in ours[len(theirs):])
+
+
+def test_positional_and_keyword_forms_give_gliner_results(pair):
+    model, relex, threshold = pair
+    text = TEXTS[0]
+    # inference(texts, labels, relations, flat_ner, threshold): True was read as the threshold once
+    ours, theirs = (m.inference([text], LABELS, RELATIONS, True, threshold) for m in (relex, model))
+    assert ours[0][0], "entities found"
+    assert_same_dicts(ours[0], theirs[0], tol=1e-5)
+    assert_same_dicts(ours[1], theirs[1], tol=1e-5)
+    # the documented three-threshold call (relation_threshold reaches inference through **kwargs)
+    call = dict(relations=RELATIONS, threshold=threshold, adjacency_threshold=threshold / 2, relation_threshold=0.3)
+    assert_same_dicts([relex.predict_entities(text, LABELS, **call)], [model.predict_entities(text, LABELS, **call)],
+                      tol=1e-5)
+    # predict_entities(text, labels, relations, flat_ner, threshold, adjacency_threshold, multi_label,
+    # return_class_probs), all positional
+    ours, theirs = (m.predict_entities(text, LABELS, RELATIONS, False, threshold, None, True, True)
+                    for m in (relex, model))
+    assert_same_dicts([ours], [theirs], tol=1e-5)
+    assert [list(e["class_probs"]) for e in ours] == [list(e["class_probs"]) for e in theirs] and ours
+    ours, theirs = (m.predict_relations(text, LABELS, RELATIONS, True, threshold, None, 0.3) for m in (relex, model))
+    assert_same_dicts([ours[0]], [theirs[0]], tol=1e-5)
+    assert_same_dicts([ours[1]], [theirs[1]], tol=1e-5)
+    # batch_predict_entities: deprecated in gliner, and for relex models it returns (entities, relations)
+    with pytest.warns(FutureWarning):
+        theirs = model.batch_predict_entities(TEXTS, LABELS, True, threshold, relations=RELATIONS)
+    ours = relex.batch_predict_entities(TEXTS, LABELS, True, threshold, relations=RELATIONS)
+    assert_same_dicts(ours[0], theirs[0], tol=1e-5)
+    assert_same_dicts(ours[1], theirs[1], tol=1e-5)
+
+
+def test_gliner_packing_config_maps_onto_our_packing(pair):
+    model, relex, threshold = pair
+    config = infer_packing.InferencePackingConfig(max_length=256)
+    ours = relex.inference(TEXTS, LABELS, RELATIONS, threshold=threshold, packing_config=config)
+    theirs = model.inference(TEXTS, LABELS, RELATIONS, threshold=threshold, packing_config=config)
+    assert_same_dicts(ours[0], theirs[0], tol=1e-5)
+    assert_same_dicts(ours[1], theirs[1], tol=1e-5)
+    assert ours == relex.inference(TEXTS, LABELS, RELATIONS, threshold=threshold, packing=256)
+    with pytest.raises(ValueError, match="not both"):
+        relex.inference(TEXTS, LABELS, packing=True, packing_config=config)
+    with pytest.raises(NotImplementedError, match="return_vectors"):
+        relex.inference(TEXTS, LABELS, return_vectors=True)
