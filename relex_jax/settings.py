@@ -8,6 +8,7 @@ overlap, packing) before the first batch, so nothing fails hours into a corpus.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 LONG_TEXT_MODES = ("window", "truncate")
@@ -18,10 +19,10 @@ PACKED_ROW_TOKENS = 512
 
 
 def check_probability(name: str, value) -> None:
-    """A threshold must be a number in [0, 1] (None: not set)."""
+    """A threshold must be a real number in [0, 1], numpy scalars included (None: not set)."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
 
 
@@ -29,7 +30,7 @@ def check_positive(name: str, value, optional: bool = False) -> None:
     """A size must be a positive integer (None allowed when `optional`)."""
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 

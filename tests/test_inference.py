@@ -326,7 +326,8 @@ def test_input_spans_and_class_probs_match_gliner(parity, caplog):
                             input_spans=[None] + spans[1:], return_class_probs=True)
     assert_same_dicts([[{k: v for k, v in e.items() if k != "class_probs"} for e in mixed[0][0]]],
                       [unfiltered[0][0]], tol=1e-5)
-    assert_same_dicts(mixed[0][1:], ours[0][1:], tol=1e-5) and unfiltered[0][0]
+    assert_same_dicts(mixed[0][1:], ours[0][1:], tol=1e-5)
+    assert unfiltered[0][0], "the unfiltered text has entities to compare"
 
 
 def test_word_input_spans_equal_char_input_spans(parity, caplog):
@@ -397,6 +398,9 @@ def test_bad_input(parity):
         relex.inference(texts[:1], LABELS, threshold=1.5)
     with pytest.raises(ValueError, match="batch_size"):
         relex.inference(texts[:1], LABELS, batch_size=0)
+    # numpy scalars are numbers too (gliner takes them): same results as Python floats and ints
+    assert relex.inference(texts[:2], LABELS, threshold=np.float32(0.25), batch_size=np.int64(2)) == relex.inference(
+        texts[:2], LABELS, threshold=float(np.float32(0.25)), batch_size=2)
     with pytest.raises(ValueError, match="share a description"):
         relex.inference(texts[:1], {"a": "person", "b": "person"})
     # Duplicates are dropped keeping the first occurrence, as gliner; None relations == [].
