@@ -203,6 +203,21 @@ def test_default_buckets_fix_the_label_counts(tmp_path):
     assert finer == {**buckets, "tokens": (48, 96), "gold_entities": ()}
 
 
+def test_a_resumed_start_takes_the_shapes_without_drawing_them(tmp_path):
+    """A resumed run reads its parameters from the checkpoint: its start only needs their shapes,
+    not the eager random draws (seconds of per-op compilation before anything else happens)."""
+    from relex_jax.training.init import ModelInit, initial_model
+
+    texts = [ex.tokens for ex in generate_examples(96)]
+    drawn = initial_model(ModelInit(**SMALL_RUN["model"]), jax.random.PRNGKey(0), tmp_path / "a", texts)
+    shapes = initial_model(ModelInit(**SMALL_RUN["model"]), jax.random.PRNGKey(0), tmp_path / "b", texts,
+                           shapes_only=True)
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree_util.tree_leaves(shapes.variables))
+    assert (jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), drawn.variables)
+            == jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), shapes.variables))
+    assert shapes.config == drawn.config
+
+
 def test_padding_a_batch_changes_no_loss(tmp_path):
     """Multi-host hosts pad their rows to a common shape: it must be invisible to the loss."""
     from relex_jax.data.collate import CollateConfig, collate

@@ -59,6 +59,7 @@ def test_two_processes_train_as_one_job(tmp_path):
     raw["data"]["dev"] = "synthetic:dev:16"
     raw["eval"] = {"every_n_steps": 4, "batch_size": 8}
     raw["mesh"] = {"data": 2, "fsdp": 2}
+    raw["data"]["buckets"]["entities"] = [8]  # one train-step shape (one compilation per process): hosts, not shapes
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]

@@ -15,6 +15,7 @@ embedding scale).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
@@ -123,9 +124,12 @@ def _add_prompt_tokens(tokenizer, gliner_fields: dict[str, Any]) -> tuple[int, i
     return size - 3, size - 1, size
 
 
-def _random_variables(config: RelexConfig, rng) -> dict[str, Any]:
-    variables = RelexModule(config).init(rng, *example_inputs(config))
-    return jax.tree_util.tree_map(np.asarray, nn.meta.unbox(dict(variables)))
+def _random_variables(config: RelexConfig, rng, shapes_only: bool = False) -> dict[str, Any]:
+    """Fresh parameters, or with `shapes_only` their shapes and dtypes (no draws, no compilation)."""
+    init = functools.partial(RelexModule(config).init, rng, *example_inputs(config))
+    if shapes_only:
+        return nn.meta.unbox(dict(jax.eval_shape(init)))
+    return jax.tree_util.tree_map(np.asarray, nn.meta.unbox(dict(init())))
 
 
 def _resized_embeddings(table: np.ndarray, rows: int) -> np.ndarray:
@@ -157,9 +161,12 @@ def _relex_config(encoder, gliner_fields: dict[str, Any], class_index: int, rel_
                        vocab_size=encoder.vocab_size, extra=extra, **known)
 
 
-def initial_model(spec: ModelInit, rng, workdir: Path, training_texts: Iterable[Iterable[str]] = ()) -> InitialModel:
+def initial_model(spec: ModelInit, rng, workdir: Path, training_texts: Iterable[Iterable[str]] = (),
+                  shapes_only: bool = False) -> InitialModel:
     """Build the starting model; tokenizer files go to `workdir/tokenizer/` unless a checkpoint has them.
-    When `workdir/tokenizer/` already exists (a resumed run), that tokenizer is used as it is."""
+    When `workdir/tokenizer/` already exists (a resumed run), that tokenizer is used as it is.
+    `shapes_only` (a resumed run: the checkpoint holds the values) leaves the random parameters as
+    `jax.ShapeDtypeStruct`s: eager initialisation compiles every op and takes seconds even for a tiny model."""
     from tokenizers import Tokenizer
 
     from relex_jax.inference import RelexModel
@@ -211,7 +218,7 @@ def initial_model(spec: ModelInit, rng, workdir: Path, training_texts: Iterable[
     else:
         encoder_config = dataclasses.replace(encoder_config, vocab_size=size)
     config = _relex_config(encoder_config, spec.gliner, class_index, rel_index)
-    variables = _random_variables(config, rng)
+    variables = _random_variables(config, rng, shapes_only)
     if backbone is not None:
         backbone = jax.tree_util.tree_map(np.asarray, backbone)
         embeddings = backbone["embeddings"]["word_embeddings"]

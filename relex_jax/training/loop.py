@@ -271,7 +271,7 @@ def _run(config: TrainConfig, workdir: Path, checkpoints, latest: int | None, me
                  f", {len(errors)} malformed skipped" if errors else "")
 
     init = initial_model(config.model, jax.random.PRNGKey(config.seed), workdir,
-                         (ex.tokens for ex in train_examples))
+                         (ex.tokens for ex in train_examples), shapes_only=latest is not None)
     relex_config = init.config
     collate_config = CollateConfig.from_relex_config(relex_config, **config.data.collate)
     data_counts = _data_counts(train_examples, errors, collate_config, config.data.on_long_span)
