@@ -192,9 +192,9 @@ def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_la
         options: `InferenceSettings` fields (threshold, relation_threshold, batch_size,
             long_texts, window_size, ...), checked before the model runs.
 
-    Every gold item counts, including those the model cannot predict: spans wider than the
-    model's `max_width`, spans cut off by `long_texts="truncate"`, types not in the label sets,
-    and relations whose arguments are such spans are scored as missed (fn).
+    Every gold item counts, including those the model cannot predict: spans outside the text or
+    wider than the model's `max_width`, spans cut off by `long_texts="truncate"`, types not in the
+    label sets, and relations whose arguments are such spans are scored as missed (fn).
 
     Returns:
         {"entities": {"strict", "boundaries", "per_type"}, "relations": {same} (see
