@@ -95,7 +95,8 @@ DOCS_RECORD = {
 def gold_records(relex, threshold):
     """gliner-format records whose gold is the model's own prediction, changed so that precision
     and recall both fall strictly between 0 and 1: the first entity relabelled (entities: one
-    false positive, one miss), the last relation dropped and one made up (relations: one of each)."""
+    false positive, one miss), the last relation dropped and one made up (relations: one of each),
+    and in the first record an entity past the text's end (a miss in both libraries)."""
     words = [text.split() for text in TEXTS[:4]]
     records = []
     for tokens, entities, relations in zip(words, *relex.inference_words(words, LABELS, RELATIONS, flat_ner=False,
@@ -107,6 +108,7 @@ def gold_records(relex, threshold):
         if len(ner) > 1:
             gold.append([len(ner) - 1, 0, RELATIONS[0]])
         records.append({"tokenized_text": tokens, "ner": ner, "relations": gold})
+    records[0]["ner"].append([len(words[0]), len(words[0]), LABELS[0]])
     return records
 
 
@@ -134,3 +136,17 @@ def test_evaluate_gives_gliner_results(pair, monkeypatch):
                 "ner": [[0, 1, "person"], [3, 4, "person"]], "relations": [[0, 1, "met"]]}
     ours, theirs = (m.evaluate(fixed + [one_type], threshold=threshold) for m in (relex, model))
     assert ours == theirs and theirs[0][1] > 0 and theirs[1][1] > 0
+
+
+def test_evaluate_where_gliner_contradicts_its_docstring(pair):
+    """Documented deviations (README, "Coming from gliner"): with `entity_types` alone the relation
+    types come from the records (gliner asks for none, so its relation F1 is 0); a record with no
+    entity type is not run (gliner prompts an unnamed type "" and counts what it finds)."""
+    model, relex, threshold = pair
+    records = gold_records(relex, threshold)
+    labelled = [{**r, "rel_labels": RELATIONS} for r in records]
+    ours = relex.evaluate(labelled, threshold=threshold, entity_types=LABELS)
+    assert ours == relex.evaluate(records, threshold=threshold, entity_types=LABELS, relation_types=RELATIONS)
+    assert model.evaluate(labelled, threshold=threshold, entity_types=LABELS)[1][1] == 0 < ours[1][1]
+    empty = {"tokenized_text": ["Nothing", "to", "see", "."], "ner": [], "relations": []}
+    assert relex.evaluate(records + [empty], threshold=threshold) == relex.evaluate(records, threshold=threshold)
