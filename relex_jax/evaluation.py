@@ -19,6 +19,9 @@ type, a missed gold item against its gold type.
 
 Metric dictionaries (`prf`) are `{"precision", "recall", "f1", "tp", "fp", "fn"}`; the functions
 here return plain dicts, lists, strings and numbers, so reports are JSON-serialisable as they are.
+
+`gliner_evaluate` (`RelexModel.evaluate`) is gliner 0.2.29's relex `evaluate` on this machinery:
+gliner-format records in, gliner's two (text, F1) pairs out (entities strict, relations boundaries).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import numbers
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from relex_jax.data.readers import Example
+from relex_jax.data.labels import normalize_labels
+from relex_jax.data.readers import Example, parse_gliner_record
 from relex_jax.settings import InferenceSettings
 
-__all__ = ["MODES", "entity_metrics", "evaluate", "prf", "relation_metrics", "score_examples"]
+__all__ = ["MODES", "entity_metrics", "evaluate", "gliner_evaluate", "prf", "relation_metrics", "score_examples"]
 
 MODES = ("strict", "boundaries")
 
@@ -188,9 +192,9 @@ def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_la
         options: `InferenceSettings` fields (threshold, relation_threshold, batch_size,
             long_texts, window_size, ...), checked before the model runs.
 
-    Every gold item counts, including those the model cannot predict: spans wider than the
-    model's `max_width`, spans cut off by `long_texts="truncate"`, types not in the label sets,
-    and relations whose arguments are such spans are scored as missed (fn).
+    Every gold item counts, including those the model cannot predict: spans outside the text or
+    wider than the model's `max_width`, spans cut off by `long_texts="truncate"`, types not in the
+    label sets, and relations whose arguments are such spans are scored as missed (fn).
 
     Returns:
         {"entities": {"strict", "boundaries", "per_type"}, "relations": {same} (see
@@ -224,3 +228,73 @@ def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_la
         texts_per_second=len(examples) / seconds if seconds > 0 else 0.0,
     )
     return report
+
+
+def _record_types(given, examples: Sequence[Example], kind: str) -> list[dict[str, str]]:
+    """Per record, the types the model is asked for as {name: prompt}: `given` (any form
+    `inference` takes, shared or one set per record), or else the record's own `ner_labels` /
+    `rel_labels`, or else the types of its gold items in order of appearance."""
+    what = "entity_types" if kind == "entity" else "relation_types"
+    if given is not None:
+        return [dict(zip(s.names, s.prompts)) for s in normalize_labels(given, len(examples), what, kind == "entity")]
+    out = []
+    for ex in examples:
+        fixed = ex.ner_labels if kind == "entity" else ex.rel_labels
+        items = ex.entities if kind == "entity" else ex.relations
+        names = fixed if fixed is not None else dict.fromkeys(item[-1] for item in items)
+        out.append({name: name for name in names})
+    return out
+
+
+def _gliner_line(scores: Mapping[str, Any]) -> str:
+    """gliner's evaluator text (gliner/evaluation/evaluator.py, `BaseEvaluator.evaluate`)."""
+    return f"P: {scores['precision']:.2%}\tR: {scores['recall']:.2%}\tF1: {scores['f1']:.2%}\n"
+
+
+def gliner_evaluate(model, test_data: Sequence[Mapping], flat_ner: bool = False, multi_label: bool = False,
+                    threshold: float = 0.5, adjacency_threshold: float | None = None,
+                    relation_threshold: float | None = None, batch_size: int = 12, entity_types=None,
+                    relation_types=None, **options) -> tuple[tuple[str, float], tuple[str, float]]:
+    """gliner 0.2.29's `UniEncoderSpanRelexGLiNER.evaluate`, with its parameters, defaults and
+    return value, on `model` (a `RelexModel`) through `inference_words` (the records' own words).
+
+    Args:
+        test_data: gliner training-format records ({"tokenized_text", "ner", "relations",
+            "ner_labels"?, "rel_labels"?, ...}), read with `parse_gliner_record` (a malformed
+            record raises `MalformedRecord` naming `test_data[i]`).
+        flat_ner, multi_label, threshold, adjacency_threshold, relation_threshold, batch_size:
+            as `inference` (gliner's defaults here: nested spans, batches of 12).
+        entity_types, relation_types: the types asked for, in any form `inference` takes (one set
+            for all records or one per record). None: per record, its `ner_labels` / `rel_labels`,
+            else the types of its own gold entities / relations. A record left with no entity
+            type is not run (no predictions; its gold relations count as missed).
+        options: relex-jax's own `inference_words` options (`long_texts`, `window_size`, ...).
+
+    Returns:
+        ((entity_text, entity_f1), (relation_text, relation_f1)), the texts as gliner prints
+        them ("P: 50.00%\tR: 40.00%\tF1: 44.44%\n"). Entities match on (start, end, type), relations
+        on (head span, tail span, relation type) with the argument types ignored, per record as
+        sets, micro-averaged (`score_examples`' "strict" and "boundaries"); gold entities the
+        model cannot predict (outside the text, wider than `max_width`) count as missed, as in
+        gliner.
+    """
+    if isinstance(test_data, Mapping):
+        raise TypeError("test_data must be a list of gliner records, got a single record")
+    examples = [parse_gliner_record(record, f"test_data[{i}]") for i, record in enumerate(test_data)]
+    entity_sets = _record_types(entity_types, examples, "entity")
+    relation_sets = _record_types(relation_types, examples, "relation")
+    asked = [i for i, types in enumerate(entity_sets) if types]
+    entities: list[list] = [[] for _ in examples]
+    relations: list[list] = [[] for _ in examples]
+    if asked:
+        found = model.inference_words(
+            [list(examples[i].tokens) for i in asked], [entity_sets[i] for i in asked],
+            [relation_sets[i] for i in asked], flat_ner=flat_ner, threshold=threshold,
+            adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold, multi_label=multi_label,
+            batch_size=batch_size, **options,
+        )
+        for i, text_entities, text_relations in zip(asked, *found):
+            entities[i], relations[i] = text_entities, text_relations
+    report = score_examples(examples, entities, relations)
+    ner, rel = report["entities"]["strict"], report["relations"]["boundaries"]
+    return (_gliner_line(ner), ner["f1"]), (_gliner_line(rel), rel["f1"])

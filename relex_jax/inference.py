@@ -550,6 +550,27 @@ class RelexModel:
             for p, row_spans, row_rels in zip(pieces, spans, relations)
         ]
 
+    def evaluate(
+        self,
+        test_data: Sequence[Mapping],
+        flat_ner: bool = False,
+        multi_label: bool = False,
+        threshold: float = 0.5,
+        adjacency_threshold: float | None = None,
+        relation_threshold: float | None = None,
+        batch_size: int = 12,
+        entity_types=None,
+        relation_types=None,
+        **options,
+    ) -> tuple[tuple[str, float], tuple[str, float]]:
+        """gliner's `evaluate` on gliner-format records: ((entity P/R/F1 text, entity F1),
+        (relation P/R/F1 text, relation F1)); see `relex_jax.evaluation.gliner_evaluate`.
+        `options` are `inference_words`'s own keyword options (`long_texts`, `window_size`, ...)."""
+        from relex_jax.evaluation import gliner_evaluate
+
+        return gliner_evaluate(self, test_data, flat_ner, multi_label, threshold, adjacency_threshold,
+                               relation_threshold, batch_size, entity_types, relation_types, **options)
+
 
 def _refuse_vectors(return_vectors: bool, return_label_vectors: bool) -> None:
     if return_vectors or return_label_vectors:

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 gliner_model = pytest.importorskip("gliner.model")
 infer_packing = pytest.importorskip("gliner.infer_packing")
 
-ENTRY_POINTS = ("inference", "predict_entities", "predict_relations", "batch_predict_entities")
+ENTRY_POINTS = ("inference", "predict_entities", "predict_relations", "batch_predict_entities", "evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,73 @@ def test_gliner_packing_config_maps_onto_our_packing(pair):
         relex.inference(TEXTS, LABELS, packing=True, packing_config=config)
     with pytest.raises(NotImplementedError, match="return_vectors"):
         relex.inference(TEXTS, LABELS, return_vectors=True)
+
+
+# gliner's relex training-data example (docs/training.md, "Relation Extraction Dataset Format")
+DOCS_RECORD = {
+    "tokenized_text": ["John", "Smith", "works", "at", "Microsoft", "in", "Seattle"],
+    "ner": [[0, 1, "person"], [4, 4, "organization"], [6, 6, "location"]],
+    "relations": [[0, 1, "works_at"], [1, 2, "located_in"]],
+    "rel_labels": ["works_at", "located_in", "founded_by"],
+    "rel_negatives": ["competitor_of", "subsidiary_of"],
+}
+
+
+def gold_records(relex, threshold):
+    """gliner-format records whose gold is the model's own prediction, changed so that precision
+    and recall both fall strictly between 0 and 1: the first entity relabelled (entities: one
+    false positive, one miss), the last relation dropped and one made up (relations: one of each),
+    and in the first record an entity past the text's end (a miss in both libraries)."""
+    words = [text.split() for text in TEXTS[:4]]
+    records = []
+    for tokens, entities, relations in zip(words, *relex.inference_words(words, LABELS, RELATIONS, flat_ner=False,
+                                                                        threshold=threshold)):
+        ner = [[e.start, e.end, e.label] for e in entities]
+        if ner:
+            ner[0][2] = next(label for label in LABELS if label != ner[0][2])
+        gold = [[r.head, r.tail, r.label] for r in relations][:-1]
+        if len(ner) > 1:
+            gold.append([len(ner) - 1, 0, RELATIONS[0]])
+        records.append({"tokenized_text": tokens, "ner": ner, "relations": gold})
+    records[0]["ner"].append([len(words[0]), len(words[0]), LABELS[0]])
+    return records
+
+
+def test_evaluate_gives_gliner_results(pair, monkeypatch):
+    """gliner's `evaluate` (positional and keyword forms, types given or taken from the records)
+    returns the same texts and F1s here."""
+    model, relex, threshold = pair
+    records = gold_records(relex, threshold) + [DOCS_RECORD]
+    ours, theirs = (m.evaluate(records, False, False, threshold, None, None, 12, LABELS, RELATIONS)
+                    for m in (relex, model))
+    assert ours == theirs
+    assert all(0 < f1 < 1 for _, f1 in theirs), theirs  # neither trivially perfect nor empty
+    assert ours[0][0].startswith("P: ") and ours[0][0].endswith("%\n")
+    call = dict(flat_ner=True, threshold=threshold, relation_threshold=0.3, batch_size=2, entity_types=LABELS,
+                relation_types=RELATIONS)
+    assert relex.evaluate(records, **call) == model.evaluate(records, **call)
+    # No types given: gliner asks each record for its own ner_labels / rel_labels, else its gold
+    # types, after its training augmentation and random negative types (switched off here: they
+    # make gliner's own result random; relex-jax has neither).
+    monkeypatch.setattr(model.config, "augment_data_prob", 0.0)
+    monkeypatch.setattr(model.config, "max_neg_type_ratio", 0)
+    fixed = [{**r, "ner_labels": LABELS[::-1] if i % 2 else LABELS, "rel_labels": RELATIONS}  # order is kept
+             for i, r in enumerate(records[:4])]
+    one_type = {"tokenized_text": "Maria Garcia met John Novak in Tokyo .".split(),
+                "ner": [[0, 1, "person"], [3, 4, "person"]], "relations": [[0, 1, "met"]]}
+    ours, theirs = (m.evaluate(fixed + [one_type], threshold=threshold) for m in (relex, model))
+    assert ours == theirs and theirs[0][1] > 0 and theirs[1][1] > 0
+
+
+def test_evaluate_where_gliner_contradicts_its_docstring(pair):
+    """Documented deviations (README, "Coming from gliner"): with `entity_types` alone the relation
+    types come from the records (gliner asks for none, so its relation F1 is 0); a record with no
+    entity type is not run (gliner prompts an unnamed type "" and counts what it finds)."""
+    model, relex, threshold = pair
+    records = gold_records(relex, threshold)
+    labelled = [{**r, "rel_labels": RELATIONS} for r in records]
+    ours = relex.evaluate(labelled, threshold=threshold, entity_types=LABELS)
+    assert ours == relex.evaluate(records, threshold=threshold, entity_types=LABELS, relation_types=RELATIONS)
+    assert model.evaluate(labelled, threshold=threshold, entity_types=LABELS)[1][1] == 0 < ours[1][1]
+    empty = {"tokenized_text": ["Nothing", "to", "see", "."], "ner": [], "relations": []}
+    assert relex.evaluate(records + [empty], threshold=threshold) == relex.evaluate(records, threshold=threshold)

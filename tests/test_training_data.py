@@ -43,10 +43,10 @@ HANDMADE = [
         "ner_labels": ["person", "employee", "organization", "location", "date"],
         "rel_labels": ["works at", "located in", "based in", "since"],
     },
-    {  # an entity wider than max_width, with a relation to it
+    {  # an entity wider than max_width, with a relation to it; two outside the text (gliner drops them)
         "tokenized_text": "The University of California at Berkeley hired Maria Garcia .".split(),
-        "ner": [[1, 5, "organization"], [7, 8, "person"]],
-        "relations": [[1, 0, "works at"]],
+        "ner": [[1, 5, "organization"], [7, 8, "person"], [10, 11, "person"], [-1, 0, "organization"]],
+        "relations": [[1, 0, "works at"], [2, 3, "works at"]],
         "ner_labels": ["organization", "person"],
         "rel_labels": ["works at"],
     },
@@ -251,11 +251,15 @@ def test_spans_outside_grid_are_exactly_what_collate_drops(reference, max_len):
     examples = strip_labels(handmade_examples()[:4])  # every label of a text is one of its types
     batch = collate(examples, tokenizer, cfg)
     missing = [(ex.source, s, e, label) for b, ex in enumerate(examples) for s, e, label in ex.entities
-               if s >= batch.entity_labels.shape[1] or e - s >= cfg.max_width
+               if not 0 <= s < batch.entity_labels.shape[1] or e - s >= cfg.max_width
                or not batch.entity_labels[b, s, e - s, batch.entity_types[b].index(label)]]
     found = spans_outside_grid(examples, cfg.max_width, cfg.max_len)
     assert [(x.source, x.start, x.end, x.label) for x in found] == missing and missing
     assert any("more than max_width=4" in str(x) for x in found)
+    outside = [str(x) for x in found if "outside the text" in str(x)]
+    assert outside == ["handmade 1: entity (10, 11, 'person') lies outside the text's 10 words",
+                       "handmade 1: entity (-1, 0, 'organization') lies outside the text's 10 words"]
+    assert [x.relations for x in found if x.start in (10, -1)] == [1, 1]
     assert (max_len == 8) == any(f"max_len={max_len}" in str(x) for x in found)
     assert str(found[0]).startswith("handmade ")
 
@@ -445,8 +449,6 @@ GOOD = {"tokens": ["Bob", "met", "Ann"], "entities": [{"start": 0, "end": 1, "ty
         "relations": [{"head": 0, "tail": 1, "type": "met"}]}
 MALFORMED = {
     "bad index": ({"entities": [{"start": "0", "end": 1, "type": "p"}], "relations": []}, "non-integer"),
-    "outside tokens": ({"entities": [{"start": 2, "end": 4, "type": "p"}], "relations": []}, "outside the 3 tokens"),
-    "negative index": ({"entities": [{"start": -1, "end": 1, "type": "p"}], "relations": []}, "outside"),
     "end < start": ({"entities": [{"start": 2, "end": 2, "type": "p"}], "relations": []}, "ends before it starts"),
     "unknown key": ({"relation": []}, "unknown keys ['relation']"),
     "empty tokens": ({"tokens": [], "entities": [], "relations": []}, "empty tokens"),
@@ -503,6 +505,18 @@ def test_gliner_json_malformed(tmp_path, caplog, kind):
         assert len(read_gliner_json(path, on_error="skip", errors=errors)) == 3
     assert len(errors) == 1 and "record 2" in errors[0]
     assert "skipped 1 malformed of 4 records" in caplog.text
+
+
+def test_entities_outside_the_text_are_read_as_given(tmp_path):
+    """gliner reads them (and gives them no target): not malformed, in both formats; training
+    counts them (`spans_outside_grid`, above), evaluation scores them as missed."""
+    entities = [{"start": 2, "end": 4, "type": "p"}, {"start": -1, "end": 1, "type": "p"}]
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({**GOOD, "entities": entities, "relations": []}) + "\n")
+    gliner_path = tmp_path / "data.json"
+    gliner_path.write_text(json.dumps([_gliner_record({**GOOD, "entities": entities, "relations": []})]))
+    for examples in (read_jsonl(path), read_gliner_json(gliner_path)):
+        assert examples[0].entities == ((2, 3, "p"), (-1, 0, "p"))
 
 
 def test_gliner_json_ignores_unknown_keys_and_reads_null_ner(tmp_path, caplog):

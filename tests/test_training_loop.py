@@ -361,6 +361,32 @@ def test_long_spans_can_stop_the_run_before_training(tmp_path):
         small_config(data={"on_long_span": "skip"})
 
 
+def test_entities_outside_the_text_are_counted_under_on_long_span(tmp_path, caplog):
+    """gliner drops gold entities outside the text silently; here they are counted with the long
+    spans: `drop` logs them (record, span, reason) and counts them, `error` names the record."""
+    import logging
+
+    from relex_jax.data.collate import CollateConfig
+    from relex_jax.data.readers import read_gliner_json
+    from relex_jax.training.loop import _data_counts
+
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps([
+        {"tokenized_text": ["Bob", "met", "Ann"], "ner": [[0, 0, "p"], [2, 2, "p"]], "relations": [[0, 1, "met"]]},
+        {"tokenized_text": ["Bob", "met", "Ann"], "ner": [[0, 0, "p"], [2, 3, "p"]], "relations": [[0, 1, "met"]]},
+    ]))
+    examples = read_gliner_json(path)
+    config = CollateConfig(max_width=4, max_len=64)
+    with caplog.at_level(logging.WARNING, logger="relex_jax.training.loop"):
+        counts = _data_counts(examples, [], config, "drop")
+    assert counts == {"train_examples": 2, "malformed_skipped": 0, "long_spans_dropped": 1}
+    assert f"{path}: record 1: entity (2, 3, 'p') lies outside the text's 3 words" in caplog.text
+    assert "1 gold entities (and 1 relations on this host touching them)" in caplog.text
+    with pytest.raises(ValueError, match=r"data.on_long_span=error\), the first: .*record 1: entity \(2, 3, 'p'\) "
+                                         r"lies outside the text's 3 words"):
+        _data_counts(examples, [], config, "error")
+
+
 def packed_config(**data):
     return small_config(data={"buckets": None, "packing": {}, **data})
 

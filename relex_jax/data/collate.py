@@ -324,9 +324,10 @@ def _row_targets(row: _Row, cfg: CollateConfig) -> _Targets:
 
 @dataclasses.dataclass(frozen=True)
 class LongSpan:
-    """A gold entity `collate` cannot put on its span grid, so drops (as gliner does): wider than
-    `max_width` words, or reaching past the first `max_len` words (the text is truncated there).
-    `relations` counts the gold relations that lose it as head or tail."""
+    """A gold entity `collate` cannot put on its span grid, so drops (as gliner does): lying
+    (partly) outside the text, wider than `max_width` words, or reaching past the first `max_len`
+    words (the text is truncated there). `relations` counts the gold relations that lose it as
+    head or tail."""
 
     source: str  # where the example was read (file and record / line), or "example N"
     start: int
@@ -340,12 +341,14 @@ class LongSpan:
 
 
 def spans_outside_grid(examples: Sequence[Example], max_width: int, max_len: int) -> list[LongSpan]:
-    """Every gold entity of `examples` that `collate` drops for its width or position (before any
+    """Every gold entity of `examples` that `collate` drops for its position or width (before any
     augmentation), in data order: the per-run count behind `data.on_long_span`."""
     out = []
     for n, ex in enumerate(examples):
         for i, (start, end, label) in enumerate(ex.entities):
-            if end - start + 1 > max_width:
+            if start < 0 or end >= len(ex.tokens):
+                reason = f"lies outside the text's {len(ex.tokens)} words"
+            elif end - start + 1 > max_width:
                 reason = f"is {end - start + 1} words wide, more than max_width={max_width}"
             elif end >= max_len:
                 reason = f"ends past the first max_len={max_len} words the text is truncated to"

@@ -10,7 +10,10 @@ optional fixed label lists and explicit negative types of gliner's training form
 - `read_jsonl`: the JSON Lines format of `../shared/data` (end-exclusive entity spans, converted).
 
 Malformed records are reported with the file and line (JSON Lines) or record index (JSON list)
-and, by `on_error`, raise `MalformedRecord` or are skipped, logged and counted.
+and, by `on_error`, raise `MalformedRecord` or are skipped, logged and counted. An entity whose
+words lie (partly) outside the text is not malformed: it is read as given, and, as gliner does,
+gets no training target; training counts and logs it under `data.on_long_span`
+(`relex_jax.data.collate.spans_outside_grid`), and evaluation counts it as missed.
 """
 
 from __future__ import annotations
@@ -89,14 +92,12 @@ def _label(value, what: str) -> str:
     return value
 
 
-def _check_entity(i: int, start, end, label, num_tokens: int) -> Span:
+def _check_entity(i: int, start, end, label) -> Span:
     what = f"entity {i}"
     if not (_is_int(start) and _is_int(end)):
         raise _Problem(f"{what} has non-integer indices ({start!r}, {end!r})")
     if end < start:
         raise _Problem(f"{what} ends before it starts (start {start}, inclusive end {end})")
-    if start < 0 or end >= num_tokens:
-        raise _Problem(f"{what} ({start}, {end}) lies outside the {num_tokens} tokens")
     return start, end, _label(label, what)
 
 
@@ -157,7 +158,7 @@ def parse_gliner_record(record, source: str = "", ignored_keys: set | None = Non
         _check_keys(record, GLINER_KEYS, ("tokenized_text", "ner"), set() if ignored_keys is None else ignored_keys)
         tokens = _tokens(record["tokenized_text"])
         ner = [] if record["ner"] is None else record["ner"]
-        entities = tuple(_check_entity(i, *e, len(tokens)) for i, e in enumerate(_triples(ner, "ner")))
+        entities = tuple(_check_entity(i, *e) for i, e in enumerate(_triples(ner, "ner")))
         relations = tuple(
             _check_relation(i, *r, len(entities)) for i, r in enumerate(_triples(record.get("relations") or [], "relations"))
         )
@@ -177,7 +178,7 @@ def parse_jsonl_record(record, source: str = "", metadata_keys: Iterable[str] = 
         entities = []
         for i, entity in enumerate(_dicts(record["entities"], "entities", ("start", "end", "type"))):
             end = entity["end"] - 1 if _is_int(entity["end"]) else entity["end"]
-            entities.append(_check_entity(i, entity["start"], end, entity["type"], len(tokens)))
+            entities.append(_check_entity(i, entity["start"], end, entity["type"]))
         relations = tuple(
             _check_relation(i, r["head"], r["tail"], r["type"], len(entities))
             for i, r in enumerate(_dicts(record.get("relations") or [], "relations", ("head", "tail", "type")))

@@ -38,10 +38,11 @@ class DataConfig:
     """`train` / `dev`: a .jsonl (../shared/data format) or .json (gliner format) file, a hub
     dataset `hf:NAME[:SPLIT]`, or the embedded generator `synthetic:SPLIT:N` (SPLIT train / dev /
     test). `batch_size` is global (all devices of all hosts). Malformed records fail the run
-    (`on_error: raise`) or are skipped with a count (`skip`). Gold entities wider than the model's
-    `max_width` or past its `max_len` words cannot be trained on: `on_long_span: drop` drops them as
-    gliner does, counted and logged (with the first few) and in metrics.jsonl / the run summary;
-    `error` stops the run before training, naming the first record and span."""
+    (`on_error: raise`) or are skipped with a count (`skip`). Gold entities outside the text, wider
+    than the model's `max_width` or past its `max_len` words cannot be trained on: `on_long_span:
+    drop` drops them as gliner does, counted and logged (with the first few) and in metrics.jsonl /
+    the run summary (`long_spans_dropped`); `error` stops the run before training, naming the
+    first record and span."""
 
     train: str = "synthetic:train:2000"
     dev: str | None = None
