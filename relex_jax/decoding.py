@@ -51,6 +51,7 @@ class EntitySpan(NamedTuple):
     span_index: int  # flat span index start * K + width into the (W, K) span grid
     class_index: int  # zero-based entity class slot
     class_probs: dict[str, float] | None = None  # the row's top classes for this span (`class_probs=True`)
+    vectors: dict[str, np.ndarray] | None = None  # gliner's "vector" / "label_vector", when asked
 
 
 class Relation(NamedTuple):
@@ -58,6 +59,8 @@ class Relation(NamedTuple):
     label: str
     tail: int
     score: float  # Python float of the float32 probability
+    class_index: int | None = None  # zero-based relation class slot
+    vectors: dict[str, np.ndarray] | None = None  # gliner's relation vectors, when asked (its dict keys)
 
 
 # Classes listed per span by `class_probs=True` (gliner's `return_class_probs` top-k).
@@ -237,7 +240,7 @@ def decode_relations(
         num_relations: real relation count per row (int or per row); None: len of the names.
 
     Returns:
-        per row, `Relation(head, label, tail, score)` in pair order, then class order.
+        per row, `Relation(head, label, tail, score, class_index)` in pair order, then class order.
     """
     index = np.asarray(entity_index).astype(np.int64)
     emask = np.asarray(entity_mask).astype(bool)
@@ -271,7 +274,7 @@ def decode_relations(
             pair_i, class_i = np.nonzero(probs > thresholds[b])  # pair order, then class order
             row_names = names[b]
             for p, c, score in zip(pair_i.tolist(), class_i.tolist(), probs[pair_i, class_i].tolist()):
-                rows.append(Relation(int(mapped[heads[p]]), row_names[c], int(mapped[tails[p]]), score))
+                rows.append(Relation(int(mapped[heads[p]]), row_names[c], int(mapped[tails[p]]), score, c))
         result.append(rows)
     return result
 
@@ -280,29 +283,32 @@ def entities_to_dicts(
     spans: Sequence[EntitySpan], text: str, start_offsets: Sequence[int], end_offsets: Sequence[int]
 ) -> list[dict[str, Any]]:
     """One row's spans -> gliner's entity dicts {"start", "end", "text", "label", "score"} (chars),
-    plus "class_probs" when the spans carry them."""
+    plus "class_probs" and the vectors when the spans carry them."""
     out = []
     for span in spans:
         start, end = start_offsets[span.start], end_offsets[span.end]
         entity = {"start": start, "end": end, "text": text[start:end], "label": span.label, "score": span.score}
         if span.class_probs is not None:
             entity["class_probs"] = span.class_probs
+        entity.update(span.vectors or {})
         out.append(entity)
     return out
 
 
 def relations_to_dicts(relations: Sequence[Relation], entity_dicts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row's relations -> gliner's relation dicts (head/tail with "entity_idx")."""
+    """One row's relations -> gliner's relation dicts (head/tail with "entity_idx"), plus the
+    vectors when the relations carry them."""
 
     def side(idx: int) -> dict[str, Any]:
         ent = entity_dicts[idx]
         return {"start": ent["start"], "end": ent["end"], "text": ent["text"], "type": ent["label"], "entity_idx": idx}
 
     out = []
-    for head, label, tail, score in relations:
-        if head >= len(entity_dicts) or tail >= len(entity_dicts):
+    for rel in relations:
+        if rel.head >= len(entity_dicts) or rel.tail >= len(entity_dicts):
             continue
-        out.append({"head": side(head), "tail": side(tail), "relation": label, "score": score})
+        out.append({"head": side(rel.head), "tail": side(rel.tail), "relation": rel.label, "score": rel.score,
+                    **(rel.vectors or {})})
     return out
 
 
@@ -318,7 +324,8 @@ def merge_windows(
     greedy search as one window, so overlaps across windows follow the `flat_ner` / `multi_label`
     rules. Relations are re-attached by boundaries (to the first kept entity with the same
     start and end, as gliner maps model entities), keep their best score, are dropped with their
-    head or tail, and are ordered by (head, tail, relation label order).
+    head or tail, and are ordered by (head, tail, relation label order). Spans and relations
+    keep what they carry (vectors: those of the window the kept one came from).
     """
     best: dict[tuple[int, int, str], EntitySpan] = {}
     for spans, _ in windows:
@@ -339,6 +346,6 @@ def merge_windows(
                 continue
             key = (h, rel.label, t)
             if key not in relations or rel.score > relations[key].score:
-                relations[key] = Relation(h, rel.label, t, rel.score)
+                relations[key] = rel._replace(head=h, tail=t)
     order = {name: i for i, name in enumerate(relation_names)}
     return merged, sorted(relations.values(), key=lambda r: (r.head, r.tail, order[r.label]))

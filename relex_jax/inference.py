@@ -44,7 +44,7 @@ from relex_jax.decoding import (
     merge_windows,
     relations_to_dicts,
 )
-from relex_jax.modeling.relex import RelexModule, RelexOutput
+from relex_jax.modeling.relex import RelexModule, RelexOutput, SpanScores
 from relex_jax.settings import InferenceSettings
 
 logger = logging.getLogger("relex_jax")
@@ -68,6 +68,7 @@ class WordEntity(NamedTuple):
     label: str
     score: float
     class_probs: dict[str, float] | None = None  # with `return_class_probs`
+    vectors: dict[str, np.ndarray] | None = None  # with `return_vectors` / `return_label_vectors` (gliner's keys)
 
 
 class WordRelation(NamedTuple):
@@ -77,6 +78,7 @@ class WordRelation(NamedTuple):
     tail: int
     label: str
     score: float
+    vectors: dict[str, np.ndarray] | None = None  # with `return_vectors` / `return_label_vectors` (gliner's keys)
 
 
 @dataclasses.dataclass
@@ -88,6 +90,7 @@ class RelexModel:
     model_dir: Path
     devices: Sequence[Any] | None = None  # batches are split over these (data parallel); None: all local
     compiled_shapes: set = dataclasses.field(default_factory=set)  # (input shapes, entity cap) pairs seen
+    # (vector outputs compile a span stage that keeps the prompts, and the `vectors` stage, on top)
 
     def __post_init__(self):
         self.devices = tuple(self.devices or jax.local_devices())
@@ -122,13 +125,14 @@ class RelexModel:
 
     @functools.cached_property
     def _stages(self):
-        """The jitted stages: span scoring (one text per row, or packed rows), then relations
-        under a static entity cap."""
-        score = jax.jit(functools.partial(self.module.apply, method=RelexModule.score_spans))
-        score_packed = jax.jit(functools.partial(self.module.apply, method=RelexModule.score_packed_spans))
-        relate = jax.jit(functools.partial(self.module.apply, method=RelexModule.relate),
-                         static_argnames=("max_entities",))
-        return score, score_packed, relate
+        """The jitted stages: span scoring (one text per row, or packed rows; `keep_prompts` for
+        label vectors compiles its own variant), relations under a static entity cap, and the
+        vector outputs of decoded results (compiled only when asked)."""
+        def stage(method, *static):
+            return jax.jit(functools.partial(self.module.apply, method=method), static_argnames=static)
+
+        return (stage(RelexModule.score_spans, "keep_prompts"), stage(RelexModule.score_packed_spans, "keep_prompts"),
+                stage(RelexModule.relate, "max_entities"), stage(RelexModule.vectors, "spans", "labels"))
 
     def forward(
         self, inputs: tuple, threshold: float, max_entities: int | None = None, adjacency_threshold: float | None = None,
@@ -141,21 +145,29 @@ class RelexModel:
         The entity cap E is sized per batch from the span stage's counts (the next power of
         two, at least `MIN_ENTITY_CAP`), so nothing is cut and texts with few entities do not
         pay for a large pair grid; a pinned `max_entities` too small for the batch raises."""
+        return self._forward(inputs, threshold, max_entities, adjacency_threshold, packed)[1]
+
+    def _forward(self, inputs: tuple, threshold: float, max_entities: int | None = None,
+                 adjacency_threshold: float | None = None, packed: bool = False, keep_prompts: bool = False,
+                 ) -> tuple[SpanScores, RelexOutput]:
+        """`forward`, also returning the span stage's outputs (on the devices), with the projected
+        entity prompts when `keep_prompts`."""
         span_at = 6 if packed else 4  # position of span_mask; the entity prompt mask follows its index
         for what, count in (("rows", len(inputs[0])), ("texts", len(inputs[span_at]))):
             if count % len(self.devices):
                 raise ValueError(f"a batch of {count} {what} cannot be split evenly over {len(self.devices)} devices")
         inputs = jax.device_put(tuple(inputs), self._rows)
-        score, score_packed, relate = self._stages
+        score, score_packed, relate, _ = self._stages
         start = time.perf_counter()
-        scores = (score_packed if packed else score)(self.variables, *inputs, np.float32(threshold))
+        scores = (score_packed if packed else score)(self.variables, *inputs, np.float32(threshold),
+                                                     keep_prompts=keep_prompts)
         needed = int(np.asarray(scores.entity_count).max(initial=0))
         if max_entities is not None and needed > max_entities:
             raise ValueError(
                 f"{needed} spans passed threshold {threshold} in one text, more than max_entities={max_entities}; "
                 "raise max_entities or the threshold, or pass max_entities=None to size it automatically"
             )
-        cap = max_entities or max(MIN_ENTITY_CAP, 1 << max(needed - 1, 0).bit_length())
+        cap = max_entities or _slots(needed)
         edge = None if adjacency_threshold is None else np.float32(adjacency_threshold)
         span_mask, entity_prompt_mask = inputs[span_at], inputs[span_at + 2]
         out = relate(self.variables, scores, span_mask, entity_prompt_mask, np.float32(threshold), edge, max_entities=cap)
@@ -164,7 +176,7 @@ class RelexModel:
             self.compiled_shapes.add(signature)
             logger.debug("new forward shapes %s (compile + run %.2f s; %d so far)", signature,
                          time.perf_counter() - start, len(self.compiled_shapes))
-        return out
+        return scores, out
 
     def inference(
         self,
@@ -217,8 +229,17 @@ class RelexModel:
             packing_config: gliner's `InferencePackingConfig` (or any object with `max_length`):
                 the same as `packing=max_length` (its `streams_per_batch` has no counterpart:
                 rows per batch follow from the batch).
-            return_vectors, return_label_vectors: gliner's vector outputs, not available yet in
-                relex-jax: True raises `NotImplementedError`.
+            return_vectors: each entity dict gets "vector", its span representation (the one its
+                scores read), and each relation dict "vector", the pair representation its scores
+                read (with a triples scorer, which has none: "head_relation_vector" and
+                "tail_relation_vector", the head's and the tail's span representations), as gliner.
+            return_label_vectors: each entity dict gets "label_vector", the (projected) prompt
+                vector of its label, and each relation dict "label_vector", its relation's prompt
+                vector, as the scores use them (gliner's). Vectors are float32 numpy arrays of the
+                model's hidden size. Without them nothing is compiled or copied for vectors;
+                with them a gather step (and, for label vectors, a span stage that keeps the
+                entity prompts) compiles once per shape. A merged window result carries the
+                vectors of its window.
             input_spans: gliner's span filter: one entry per text, None (every span) or a list of
                 {"start": char, "end": char} dicts (end exclusive, as the entity dicts); only
                 these spans can be entities, still under `threshold`. Relations are scored as
@@ -236,12 +257,12 @@ class RelexModel:
             ValueError for bad settings or labels, before any text is run; `TextError` (a
             ValueError naming the text) for a text the model cannot take.
         """
-        _refuse_vectors(return_vectors, return_label_vectors)
         settings = InferenceSettings(
             threshold=threshold, adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold,
             flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size, long_texts=long_texts,
             window_size=window_size, window_stride=window_stride, packing=_packing(packing, packing_config),
-            return_class_probs=return_class_probs,
+            return_class_probs=return_class_probs, return_vectors=return_vectors,
+            return_label_vectors=return_label_vectors,
         )
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -277,6 +298,8 @@ class RelexModel:
         packing: bool | int = False,
         input_spans: Sequence[Sequence[tuple[int, int]] | None] | None = None,
         return_class_probs: bool = False,
+        return_vectors: bool = False,
+        return_label_vectors: bool = False,
     ) -> tuple[list[list[WordEntity]], list[list[WordRelation]]]:
         """`inference` on texts already split into words (a dataset's own tokens), in word positions.
 
@@ -290,15 +313,16 @@ class RelexModel:
                 words gives no entities. A single text is `[words]`, not `words`.
             labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner,
             multi_label, batch_size, long_texts, window_size, window_stride, packing,
-            return_class_probs: as `inference` (windows and truncation count these words).
+            return_class_probs, return_vectors, return_label_vectors: as `inference` (windows and
+                truncation count these words; vectors come in the results' `vectors` dicts).
             input_spans: as `inference`'s, in words: per text None or (start, end) word pairs,
                 end inclusive; a pair outside the text is an error.
 
         Returns:
             (entities, relations), one list per text:
-            entities: `WordEntity(start, end, label, score, class_probs)`, `start` / `end` the
-                first and last word (inclusive), sorted by start as `inference`'s dicts;
-            relations: `WordRelation(head, tail, label, score)`, `head` / `tail` indexing that
+            entities: `WordEntity(start, end, label, score, class_probs, vectors)`, `start` / `end`
+                the first and last word (inclusive), sorted by start as `inference`'s dicts;
+            relations: `WordRelation(head, tail, label, score, vectors)`, `head` / `tail` indexing that
                 text's entity list, in `inference`'s order. Scores and order equal `inference`'s
                 on the same words.
         """
@@ -306,7 +330,8 @@ class RelexModel:
             threshold=threshold, adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold,
             flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size, long_texts=long_texts,
             window_size=window_size, window_stride=window_stride, packing=packing,
-            return_class_probs=return_class_probs,
+            return_class_probs=return_class_probs, return_vectors=return_vectors,
+            return_label_vectors=return_label_vectors,
         )
         if isinstance(words, (str, bytes)):
             raise TypeError("words must hold one list of words per text, got a string")
@@ -324,8 +349,9 @@ class RelexModel:
         word_spans = None if input_spans is None else _check_word_spans(input_spans, texts)
         self._check_words_tokenize(texts)
         results = self._extract(texts, labels, relations, settings, True, word_spans)
-        entities = [[WordEntity(s.start, s.end, s.label, s.score, s.class_probs) for s in spans] for spans, _ in results]
-        rels = [[WordRelation(r.head, r.tail, r.label, r.score) for r in text_rels] for _, text_rels in results]
+        entities = [[WordEntity(s.start, s.end, s.label, s.score, s.class_probs, s.vectors) for s in spans]
+                    for spans, _ in results]
+        rels = [[WordRelation(r.head, r.tail, r.label, r.score, r.vectors) for r in text_rels] for _, text_rels in results]
         return entities, rels
 
     def predict_entities(
@@ -528,8 +554,8 @@ class RelexModel:
             inputs = pack_batch(batch, row_tokens, grid_rows, texts=rows, pad_id=cfg.encoder.pad_token_id).model_inputs()
         else:
             inputs = batch.model_inputs()
-        out = self.forward(inputs, settings.threshold, adjacency_threshold=settings.adjacency_threshold,
-                           packed=bool(row_tokens))
+        scores, out = self._forward(inputs, settings.threshold, adjacency_threshold=settings.adjacency_threshold,
+                                    packed=bool(row_tokens), keep_prompts=settings.return_label_vectors)
         n = len(pieces)
         allowed = None if word_spans is None else [_piece_spans(word_spans[p.text], p) for p in pieces]
         spans = decode_entities(np.asarray(out.entity_logits)[:n], batch.text_lengths[:n], None,
@@ -543,6 +569,8 @@ class RelexModel:
             )
         else:
             relations = [[] for _ in range(n)]
+        if settings.return_vectors or settings.return_label_vectors:
+            spans, relations = self._attach_vectors(scores, spans, relations, settings)
         k = cfg.max_width
         return [
             ([s._replace(start=s.start + p.offset, end=s.end + p.offset, span_index=(s.start + p.offset) * k + s.end - s.start)
@@ -571,11 +599,44 @@ class RelexModel:
         return gliner_evaluate(self, test_data, flat_ner, multi_label, threshold, adjacency_threshold,
                                relation_threshold, batch_size, entity_types, relation_types, **options)
 
+    def _attach_vectors(self, scores: SpanScores, spans: list[list[EntitySpan]], relations: list[list[Relation]],
+                        settings: InferenceSettings) -> tuple[list[list[EntitySpan]], list[list[Relation]]]:
+        """gliner's vector outputs for one batch's decoded spans and relations (rows of the span
+        stage, spans in the row's word positions): host-built indices of the decoded results,
+        one gather on the devices (`RelexModule.vectors`); only the vectors of the decoded results
+        (padded to a few sizes, `_slots`) come back to the host."""
+        rows = scores.entity_logits.shape[0]
+        span_index = np.zeros((rows, _slots(max(map(len, spans)))), np.int32)
+        class_index = np.zeros_like(span_index)
+        pair_index = np.zeros((rows, _slots(max(map(len, relations))), 2), np.int32)
+        relation_index = np.zeros(pair_index.shape[:2], np.int32)
+        for b, row in enumerate(spans):
+            for i, span in enumerate(row):
+                span_index[b, i], class_index[b, i] = span.span_index, span.class_index
+        for b, row in enumerate(relations):
+            for i, rel in enumerate(row):
+                pair_index[b, i], relation_index[b, i] = (rel.head, rel.tail), rel.class_index
+        indices = jax.device_put((span_index, class_index, pair_index, relation_index), self._rows)
+        out = jax.device_get(self._stages[3](self.variables, scores, *indices, spans=settings.return_vectors,
+                                             labels=settings.return_label_vectors))
+        vectors = {f.name: np.asarray(getattr(out, f.name), np.float32) for f in dataclasses.fields(out)
+                   if getattr(out, f.name) is not None}
 
-def _refuse_vectors(return_vectors: bool, return_label_vectors: bool) -> None:
-    if return_vectors or return_label_vectors:
-        raise NotImplementedError("return_vectors and return_label_vectors (gliner's span, pair and label "
-                                  "embeddings) are not available in relex-jax yet")
+        def pick(keys: dict[str, str], b: int, i: int) -> dict[str, np.ndarray]:
+            return {key: vectors[name][b, i] for key, name in keys.items() if name in vectors}
+
+        entity_keys = {"vector": "entity", "label_vector": "entity_label"}
+        relation_keys = {"vector": "relation", "label_vector": "relation_label",
+                         "head_relation_vector": "relation_head", "tail_relation_vector": "relation_tail"}
+        spans = [[s._replace(vectors=pick(entity_keys, b, i)) for i, s in enumerate(row)] for b, row in enumerate(spans)]
+        relations = [[r._replace(vectors=pick(relation_keys, b, i)) for i, r in enumerate(row)]
+                     for b, row in enumerate(relations)]
+        return spans, relations
+
+
+def _slots(count: int) -> int:
+    """A static size that holds `count`: the next power of two, at least `MIN_ENTITY_CAP`."""
+    return max(MIN_ENTITY_CAP, 1 << max(count - 1, 0).bit_length())
 
 
 def _packing(packing: bool | int, packing_config) -> bool | int:

@@ -50,6 +50,8 @@ class InferenceSettings:
     window_stride: int | None = None  # default: 3/4 of a window, less if a span of max_width words needs it
     packing: bool | int = False  # True: rows of PACKED_ROW_TOKENS tokens; an int: that row length
     return_class_probs: bool = False
+    return_vectors: bool = False  # gliner's span and pair representations with the results
+    return_label_vectors: bool = False  # gliner's label vectors with the results
 
     def __post_init__(self):
         for name in ("threshold", "adjacency_threshold", "relation_threshold"):

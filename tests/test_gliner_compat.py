@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 
 import jax
+import numpy as np
 import pytest
 
 from gliner_fixtures import build_relex_model, reference_forward
@@ -13,6 +14,7 @@ from test_decoding import assert_same_dicts
 from test_relex_parity import LABELS, RELATIONS, TEXTS, moderate_threshold
 
 from relex_jax import RelexModel
+from relex_jax.data.processor import split_words, window_starts
 
 torch = pytest.importorskip("torch")
 gliner_model = pytest.importorskip("gliner.model")
@@ -78,8 +80,6 @@ def test_gliner_packing_config_maps_onto_our_packing(pair):
     assert ours == relex.inference(TEXTS, LABELS, RELATIONS, threshold=threshold, packing=256)
     with pytest.raises(ValueError, match="not both"):
         relex.inference(TEXTS, LABELS, packing=True, packing_config=config)
-    with pytest.raises(NotImplementedError, match="return_vectors"):
-        relex.inference(TEXTS, LABELS, return_vectors=True)
 
 
 # gliner's relex training-data example (docs/training.md, "Relation Extraction Dataset Format")
@@ -150,3 +150,118 @@ def test_evaluate_where_gliner_contradicts_its_docstring(pair):
     assert model.evaluate(labelled, threshold=threshold, entity_types=LABELS)[1][1] == 0 < ours[1][1]
     empty = {"tokenized_text": ["Nothing", "to", "see", "."], "ner": [], "relations": []}
     assert relex.evaluate(records + [empty], threshold=threshold) == relex.evaluate(records, threshold=threshold)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector outputs (return_vectors, return_label_vectors).
+
+VECTORS = dict(return_vectors=True, return_label_vectors=True)
+
+
+def without_vectors(rows):
+    return [[{k: v for k, v in d.items() if not isinstance(v, np.ndarray)} for d in row] for row in rows]
+
+
+def assert_close_vector(ours, theirs, tol=1e-5):
+    """A float32 vector of the reference's shape, within `tol` of the reference's scale."""
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.float32 and ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() <= tol * np.abs(theirs).max()
+
+
+def assert_same_with_vectors(ours, theirs, tol=1e-5):
+    """gliner's dicts (scores within `tol`) with the same vector keys, in the same places and order,
+    and every vector within `tol` of its scale. Returns how many vectors were compared."""
+    assert_same_dicts(without_vectors(ours), without_vectors(theirs), tol=tol)
+    compared = 0
+    for row_ours, row_theirs in zip(ours, theirs):
+        for a, b in zip(row_ours, row_theirs):
+            assert list(a) == list(b)
+            for key in a:
+                if isinstance(b[key], np.ndarray):
+                    assert_close_vector(a[key], b[key], tol)
+                    compared += 1
+    return compared
+
+
+def test_vectors_equal_gliner(pair):
+    """gliner's span, pair and label vectors in its keys and places, for `inference` (entities
+    and relations) and `predict_entities`; without them, nothing is compiled or copied for vectors."""
+    model, relex, threshold = pair
+    call = dict(threshold=threshold, relation_threshold=0.1)
+    plain = relex.inference(TEXTS, LABELS, RELATIONS, **call)
+    ours = relex.inference(TEXTS, LABELS, RELATIONS, **call, **VECTORS)
+    theirs = model.inference(TEXTS, LABELS, RELATIONS, **call, **VECTORS)
+    assert {k for row in theirs[0] for e in row for k in e} >= {"vector", "label_vector"}
+    assert {k for row in theirs[1] for r in row for k in r} >= {"vector", "label_vector"}
+    assert assert_same_with_vectors(ours[0], theirs[0]) >= 10
+    assert assert_same_with_vectors(ours[1], theirs[1]) >= 6
+    assert without_vectors(ours[0]) == plain[0] and without_vectors(ours[1]) == plain[1]
+    # vectors off again: the programs that ran before vectors, none traced or compiled (jit cache
+    # sizes of the stages: score, score_packed, relate, vectors), no vector keys
+    compiled = [stage._cache_size() for stage in relex._stages]
+    assert relex.inference(TEXTS, LABELS, RELATIONS, **call) == plain
+    assert [stage._cache_size() for stage in relex._stages] == compiled
+    # entities only (return_relations=False), one flag at a time
+    for flags in (dict(return_vectors=True), dict(return_label_vectors=True)):
+        ours, theirs = (m.predict_entities(TEXTS[1], LABELS, RELATIONS, threshold=threshold, **flags)
+                        for m in (relex, model))
+        assert assert_same_with_vectors([ours], [theirs]) == len(theirs) > 0
+
+
+def test_vectors_with_a_triples_scorer_equal_gliner(tmp_path):
+    """A triples scorer has no pair representation: gliner returns the head's and the tail's span
+    representations as "head_relation_vector" / "tail_relation_vector"."""
+    model, path = build_relex_model(tmp_path / "model", seed=1, triples_layer="DistMult")
+    threshold = moderate_threshold(reference_forward(model, TEXTS, LABELS, RELATIONS))
+    relex = RelexModel.from_pretrained(path, devices=jax.devices()[:1])
+    call = dict(threshold=threshold, relation_threshold=0.3, return_vectors=True, return_label_vectors=True)
+    ours, theirs = (m.inference(TEXTS, LABELS, RELATIONS, **call) for m in (relex, model))
+    assert_same_with_vectors(ours[0], theirs[0])
+    assert {k for row in theirs[1] for r in row for k in r if "vector" in k} == {
+        "label_vector", "head_relation_vector", "tail_relation_vector"}
+    assert assert_same_with_vectors(ours[1], theirs[1]) >= 3 * 10
+
+
+def test_vectors_come_from_the_window_kept_and_survive_packing(pair):
+    """A long text read as windows: each merged entity and relation carries the vectors of the
+    window its kept result came from (each window run alone as a text); packed rows give the same."""
+    _, relex, threshold = pair
+    words = split_words(" ".join(TEXTS))[0]
+    size, stride = 16, 8
+    starts = window_starts(len(words), size, stride)
+    call = dict(threshold=threshold, relation_threshold=0.1, **VECTORS)
+    (entities,), (relations,) = relex.inference_words([words], LABELS, RELATIONS, window_size=size,
+                                                      window_stride=stride, **call)
+    windows = relex.inference_words([words[s : s + size] for s in starts], LABELS, RELATIONS, **call)
+    best = {}  # (start, end, label) -> the best-scoring window's entity, first window on ties
+    best_relation = {}  # (head bounds, label, tail bounds) -> likewise
+    for s, window_entities, window_relations in zip(starts, *windows):
+        for e in window_entities:
+            key = (e.start + s, e.end + s, e.label)
+            if key not in best or e.score > best[key].score:
+                best[key] = e
+        for r in window_relations:
+            head, tail = window_entities[r.head], window_entities[r.tail]
+            key = (head.start + s, head.end + s, r.label, tail.start + s, tail.end + s)
+            if key not in best_relation or r.score > best_relation[key].score:
+                best_relation[key] = r
+    assert len(starts) > 3 and entities and relations
+    for e in entities:
+        kept = best[(e.start, e.end, e.label)]
+        assert e.score == kept.score and list(e.vectors) == ["vector", "label_vector"]
+        for key in e.vectors:
+            np.testing.assert_array_equal(e.vectors[key], kept.vectors[key])
+    for r in relations:
+        head, tail = entities[r.head], entities[r.tail]
+        kept = best_relation[(head.start, head.end, r.label, tail.start, tail.end)]
+        assert r.score == kept.score and list(r.vectors) == ["vector", "label_vector"]
+        for key in r.vectors:
+            np.testing.assert_array_equal(r.vectors[key], kept.vectors[key])
+
+    packed = relex.inference_words([words], LABELS, RELATIONS, window_size=size, window_stride=stride, packing=256,
+                                   **call)
+    assert [e[:3] for e in packed[0][0]] == [e[:3] for e in entities] and len(packed[1][0]) == len(relations)
+    for ours, unpacked in zip([*packed[0][0], *packed[1][0]], [*entities, *relations]):
+        assert abs(ours.score - unpacked.score) <= 1e-5
+        for key in unpacked.vectors:
+            assert_close_vector(ours.vectors[key], unpacked.vectors[key])

@@ -59,6 +59,20 @@ class SpanScores:
     relation_prompts: jax.Array  # (B, R, D) unprojected
     words: jax.Array  # (B, W, D) word vectors (after the BiLSTM)
     word_start: jax.Array | None = None  # (B,) span_hidden over a word list: where each text's words start
+    entity_prompts: jax.Array | None = None  # (B, C, D) projected, only with keep_prompts=True
+
+
+@flax.struct.dataclass
+class Vectors:
+    """gliner's vector outputs (`return_vectors`, `return_label_vectors`) for decoded results
+    (`RelexModule.vectors`): S entities and P relations per text, None where not asked."""
+
+    entity: jax.Array | None = None  # (B, S, D) span representations, gliner's span_rep
+    entity_label: jax.Array | None = None  # (B, S, D) projected entity prompts
+    relation: jax.Array | None = None  # (B, P, D) pair representations (pair MLP)
+    relation_head: jax.Array | None = None  # (B, P, D) head span representations (triples scorers) ...
+    relation_tail: jax.Array | None = None  # (B, P, D) ... and tail
+    relation_label: jax.Array | None = None  # (B, P, D) unprojected relation prompts
 
 
 class LayersFuser(nn.Module):
@@ -122,6 +136,17 @@ def gather_prompts(tokens, flat_index, prompt_mask):
     return vectors * prompt_mask[..., None].astype(vectors.dtype)
 
 
+def span_hidden_at(scores: SpanScores, index):
+    """The span MLP's hidden activations (B, N, 4D) at flat span indices l*K+k (B, N) of each text."""
+    hidden = scores.span_hidden
+    if scores.word_start is None:
+        flat = hidden.reshape(hidden.shape[0], -1, hidden.shape[-1])
+        return jnp.take_along_axis(flat, index[..., None], axis=1)
+    # span l*K+k of text b is row (word_start[b] + l)*K + k of the word list's spans
+    rows = index + scores.word_start[:, None].astype(index.dtype) * hidden.shape[-2]
+    return jnp.take(hidden.reshape(-1, hidden.shape[-1]), rows, axis=0, mode="clip")
+
+
 class RelexModule(nn.Module):
     """The span relex model, in two stages: `score_spans` (encoder to entity logits, and how many
     spans pass per text) and `relate` (at most `max_entities` selected spans per text, all their
@@ -182,6 +207,7 @@ class RelexModule(nn.Module):
         relation_prompt_mask,  # (B, R)
         threshold,  # scalar: entity probability a span needs to take part in relations
         deterministic: bool = True,
+        keep_prompts: bool = False,  # also return the projected entity prompts (label vectors)
     ) -> SpanScores:
         """First stage: encoder, word and prompt vectors, entity logits, and how many spans per
         text pass `threshold` (what the relation stage's cap E must hold). One text per row."""
@@ -193,7 +219,7 @@ class RelexModule(nn.Module):
         row_start = (jnp.arange(batch) * seq_len)[:, None]
         return self._score_tokens(
             tokens, words_mask, rows, text_lengths, span_mask, entity_prompt_index + row_start, entity_prompt_mask,
-            relation_prompt_index + row_start, relation_prompt_mask, threshold, deterministic,
+            relation_prompt_index + row_start, relation_prompt_mask, threshold, deterministic, keep_prompts=keep_prompts,
         )
 
     def score_packed_spans(
@@ -213,6 +239,7 @@ class RelexModule(nn.Module):
         deterministic: bool = True,
         word_texts=None,  # (F,) the texts' words end to end: text slot of each (N = none) ...
         word_positions=None,  # (F,) ... and its index in its text (`relex_jax.data.packing.word_list`)
+        keep_prompts: bool = False,
     ) -> SpanScores:
         """`score_spans` on packed rows (`relex_jax.data.packing.PackedBatch`): the encoder runs
         on the (rows, T) grid with block-diagonal attention, then everything is per text (N),
@@ -221,12 +248,12 @@ class RelexModule(nn.Module):
         flat = None if word_texts is None else (word_texts, word_positions)
         return self._score_tokens(
             tokens, words_mask, token_texts, text_lengths, span_mask, entity_prompt_index, entity_prompt_mask,
-            relation_prompt_index, relation_prompt_mask, threshold, deterministic, flat,
+            relation_prompt_index, relation_prompt_mask, threshold, deterministic, flat, keep_prompts,
         )
 
     def _score_tokens(self, tokens, words_mask, token_texts, text_lengths, span_mask, entity_prompt_index,
                       entity_prompt_mask, relation_prompt_index, relation_prompt_mask, threshold,
-                      deterministic, flat=None) -> SpanScores:
+                      deterministic, flat=None, keep_prompts=False) -> SpanScores:
         """The first stage after the encoder, per text: words, prompts, spans, entity logits.
         Prompt indices are flat positions in the (rows * T) token grid."""
         num_texts, num_words = span_mask.shape[:2]
@@ -247,7 +274,8 @@ class RelexModule(nn.Module):
             span_hidden, entity_logits = self._flat_span_scores(words, span_mask, folded, offset, *flat, deterministic)
             word_start = jnp.cumsum(text_lengths) - text_lengths  # the word list's text order
         count = passing_spans(entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold).sum((1, 2))
-        return SpanScores(entity_logits, count, span_hidden, relation_prompts, words, word_start)
+        return SpanScores(entity_logits, count, span_hidden, relation_prompts, words, word_start,
+                          entity_prompts if keep_prompts else None)
 
     def _flat_span_scores(self, words, span_mask, folded, offset, word_texts, word_positions, deterministic):
         """Span hidden activations (F, K, 4D) over the texts' words laid end to end, and entity
@@ -300,13 +328,7 @@ class RelexModule(nn.Module):
                 raise ValueError("entity_index needs entity_mask")
             index, entity_mask = entity_index.astype(jnp.int32), entity_mask.astype(bool)
             count = entity_mask.sum(-1)
-        span_hidden = scores.span_hidden
-        if scores.word_start is None:
-            flat_hidden = span_hidden.reshape(span_hidden.shape[0], -1, span_hidden.shape[-1])
-            selected = jnp.take_along_axis(flat_hidden, index[..., None], axis=1)  # (B, E, 4D)
-        else:  # span l*K+k of text b is row (word_start[b] + l)*K + k of the word list's spans
-            rows = index + scores.word_start[:, None].astype(index.dtype) * span_mask.shape[-1]
-            selected = jnp.take(span_hidden.reshape(-1, span_hidden.shape[-1]), rows, axis=0, mode="clip")
+        selected = span_hidden_at(scores, index)  # (B, E, 4D)
         entities = self.span_rep.out_project.output(selected) * entity_mask[..., None].astype(selected.dtype)
         pair_mask = all_pairs_mask(entity_mask)
         adjacency = None
@@ -322,6 +344,40 @@ class RelexModule(nn.Module):
         else:
             rel_logits = self.triples(entities, scores.relation_prompts, entities, deterministic)
         return RelexOutput(scores.entity_logits, index, entity_mask, count, entities, pair_mask, rel_logits, adjacency)
+
+    def vectors(
+        self,
+        scores: SpanScores,
+        span_index,  # (B, S) flat span index l*K+k of each decoded entity (padding: 0)
+        class_index,  # (B, S) its entity label slot
+        pair_index,  # (B, P, 2) head and tail of each decoded relation, as positions in S
+        relation_index,  # (B, P) its relation label slot
+        spans: bool = True,
+        labels: bool = False,
+    ) -> Vectors:
+        """gliner's vector outputs for decoded entities and relations, from the tensors the
+        scores use (its `_attach_entity_vectors` / `_attach_relation_vectors`).
+
+        `spans` (gliner's `return_vectors`): each entity's span representation (what the span
+        MLP gives and the entity scores read), and each relation's pair representation, the
+        pair MLP on [head; tail] as the relation scores read it; a triples scorer has no pair
+        representation, so then the head's and the tail's span representations. `labels`
+        (`return_label_vectors`): the projected entity prompts (needs `score_spans(...,
+        keep_prompts=True)`) and the unprojected relation prompts, as the scores use them.
+        """
+        out = {}
+        if spans:
+            entity = self.span_rep.out_project.output(span_hidden_at(scores, span_index))  # (B, S, D)
+            heads, tails = (jnp.take_along_axis(entity, pair_index[..., i, None], axis=1) for i in (0, 1))
+            if self.config.triples_layer is None:
+                out["relation"] = self.pair_rep(jnp.concatenate([heads, tails], axis=-1))
+            else:
+                out.update(relation_head=heads, relation_tail=tails)
+            out["entity"] = entity
+        if labels:
+            out["entity_label"] = jnp.take_along_axis(scores.entity_prompts, class_index[..., None], axis=1)
+            out["relation_label"] = jnp.take_along_axis(scores.relation_prompts, relation_index[..., None], axis=1)
+        return Vectors(**out)
 
     def __call__(
         self,
