@@ -326,3 +326,14 @@ def test_failing_call_fails_only_its_request(served, relex, caplog):
         assert failed.value.status == 500
         assert client.inference(TEXTS[:1], threshold=threshold)[0] == model.inference(
             TEXTS[:1], LABELS, RELATIONS, threshold=threshold)[0]
+
+
+def test_cli_refuses_bad_options_before_loading_the_model(capsys):
+    from relex_jax import cli
+
+    assert cli.main(["serve", "--model", "nowhere", "--max-wait-ms", "-1"]) == 2
+    assert "max_wait_ms must be a number >= 0" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", "nowhere", "--labels", "person,,place"]) == 2
+    assert "--labels: item 2" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", "nowhere", "--threshold", "2"]) == 2
+    assert "threshold must be a probability" in capsys.readouterr().err
