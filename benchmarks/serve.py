@@ -13,8 +13,9 @@ up to 64).
 Each mode runs the server as its own process (`python -m relex_jax serve`, the CLI as users start
 it; compilation cache off, so the warm-up compiles) on a free loopback port:
   off               --max-batch-texts 1 --batch-size 1: every request its own model call;
-  on, wait 0 ms     --max-wait-ms 0: a call takes what queued while the previous one ran (no wait);
-  on, wait 10 ms    the CLI's defaults (--max-batch-texts 32 --batch-size 8 --max-wait-ms 10).
+  on, wait 0 ms     --max-batch-texts 32 --batch-size 8 --max-wait-ms 0 (the CLI's defaults): a call
+                    takes what queued while the previous one ran, without waiting for more;
+  on, wait 10 ms    the same with --max-wait-ms 10: a call waits up to 10 ms for more requests.
 All warm up texts up to 64 words (--warmup-words 64) with the benchmark's types. Clients are threads
 of this process, each with its own keep-alive connection (`relex_jax.serve.Client`), in a closed
 loop: one request of one CoNLL04 test sentence (in file order, clients interleaved), 4 entity and 5
@@ -54,8 +55,8 @@ RELATIONS = ["works for", "located in", "based in", "lives in", "kills"]
 MAX_WARM_PASSES = 4
 MODES = {  # name: server options beyond the common ones
     "off": ["--max-batch-texts", "1", "--batch-size", "1"],
-    "on, wait 0 ms": ["--max-wait-ms", "0"],
-    "on, wait 10 ms": [],
+    "on, wait 0 ms": ["--max-batch-texts", "32", "--batch-size", "8", "--max-wait-ms", "0"],
+    "on, wait 10 ms": ["--max-batch-texts", "32", "--batch-size", "8", "--max-wait-ms", "10"],
 }
 CALL_SIZES = (1, 8, 32)  # texts per `inference` call in the model-alone measurement
 
@@ -231,7 +232,7 @@ def main() -> None:
         f"warm-up of texts up to 64 words, compilation cache off) and forward shapes compiled by the end: "
         + ", ".join(f"{r['mode']} {r['ready']:.0f} s, {r['shapes']} shapes" for r in results)
         + ". The model alone (`RelexModel.inference` in this process, forwards of at most 8 rows): "
-        + ", ".join(f"calls of {size} texts {speed:.0f} texts/s" for size, speed in alone.items())
+        + ", ".join(f"calls of {size} text{'s' * (size > 1)} {speed:.0f} texts/s" for size, speed in alone.items())
         + f". Machine: {platform.machine()} CPU, {os.cpu_count()} cores (server and clients share them), "
         f"Python {platform.python_version()}"
     )

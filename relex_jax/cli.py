@@ -508,7 +508,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {default.max_batch_texts}; 1: no batching)")
     parser.add_argument("--max-wait-ms", type=float, default=default.max_wait_ms,
                         help="dynamic batching: how long a call waits after its oldest request arrived for others "
-                             f"to join (default {default.max_wait_ms:g})")
+                             f"to join (default {default.max_wait_ms:g}: no waiting, a call takes what queued while "
+                             "the previous one ran)")
     parser.add_argument("--max-body-bytes", type=int, default=default.max_body_bytes,
                         help=f"largest request body (default {default.max_body_bytes}); larger: 413")
     parser.add_argument("--max-texts", type=int, default=default.max_texts,

@@ -94,7 +94,6 @@ def create_app(model, config: ServeConfig) -> Starlette:
         exception_handlers={RequestError: request_error, HTTPException: http_error},
         lifespan=lifespan,
     )
-    app.state.batcher = batcher
     return app
 
 

@@ -63,7 +63,7 @@ class Batcher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Run what is queued, then end the worker (after the warm-up, if it is still running)."""
+        """Run what is queued, then end the worker (a warm-up still running ends after its current step)."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
@@ -87,7 +87,7 @@ class Batcher:
 
     def _work(self) -> None:
         try:
-            warm_up(self.model, self.config)
+            warm_up(self.model, self.config, stopping=lambda: self._stopping)
         except Exception as exc:  # the server still serves; shapes compile on first use
             logger.exception("warm-up failed")
             self.warmup_error = f"{type(exc).__name__}: {exc}"
@@ -176,7 +176,7 @@ class Batcher:
         return results
 
 
-def warm_up(model, config: ServeConfig) -> None:
+def warm_up(model, config: ServeConfig, stopping=lambda: False) -> None:
     """Compile the forward shapes of texts up to `config.warmup_words` words (cut to the model's
     window): for each word bucket, texts of its shortest and its longest length (so the token
     buckets of both ends), at every row count the forwards use (the powers of two below
@@ -185,7 +185,7 @@ def warm_up(model, config: ServeConfig) -> None:
     span passes and the relation stage compiles at its smallest entity cap; thresholds are
     arguments of the compiled programs, not part of them, so these serve every threshold. Longer
     texts, other type counts and texts with more candidate entities compile on first use (logged
-    by `RelexModel.forward`, counted in /metrics)."""
+    by `RelexModel.forward`, counted in /metrics). `stopping()` true ends it between steps."""
     if not config.warmup_words:
         logger.info("warm-up off (--warmup-words 0): every shape compiles on first use")
         return
@@ -204,6 +204,9 @@ def warm_up(model, config: ServeConfig) -> None:
     for length in lengths:
         text = " ".join(itertools.islice(itertools.cycle(WARMUP_WORDS), length))
         for count in rows:
+            if stopping():
+                logger.info("warm-up cut short: the server is shutting down")
+                return
             seen, begun = set(model.compiled_shapes), time.monotonic()
             model.inference([text] * count, labels, relations, **dataclasses.asdict(settings))
             new = sorted(model.compiled_shapes - seen)

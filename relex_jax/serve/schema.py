@@ -53,8 +53,9 @@ class ServeConfig:
         `inference` splits them; a text longer than the model's window is read as windows).
     max_batch_texts, max_wait_ms: dynamic batching: compatible requests queued together are run
         as one `inference` call of up to `max_batch_texts` texts (a larger request runs alone);
-        a call waits at most `max_wait_ms` after its oldest request arrived for more to join.
-        `max_batch_texts=1` turns batching off.
+        a call waits at most `max_wait_ms` after its oldest request arrived for more to join
+        (0: no waiting; a call takes what queued while the previous one ran). `max_batch_texts=1`
+        turns batching off.
     warmup_words: at start-up, compile the forward shapes of texts up to this many words (both
         ends of each word bucket) at every row count up to `defaults.batch_size`; 0: none (see
         `batcher.warm_up`).
@@ -68,7 +69,7 @@ class ServeConfig:
     max_labels: int = 64
     max_words: int = 1024
     max_batch_texts: int = 32
-    max_wait_ms: float = 10.0
+    max_wait_ms: float = 0.0
     warmup_words: int = 64
 
     def __post_init__(self):
