@@ -11,6 +11,8 @@ Subcommands so far:
   train       train or fine-tune from a YAML config (`configs/`), resumable (same as `python -m train`)
   evaluate    entity and relation precision / recall / F1 (micro; strict and boundaries-only; per type)
               of a model on annotated data (gliner JSON or ../shared/data JSONL), on the data's own tokens
+  serve       an HTTP JSON API over `inference` (POST /v1/extract, GET /health, GET /metrics) with dynamic
+              batching and a warm-up of the shape buckets (needs the serve extra: starlette, uvicorn)
   quickstart  the main job: train a small model on the embedded synthetic corpus (no network, no GPU, a few
               minutes on 2 CPU cores), reload it, show extractions, report held-out precision / recall / F1
 """
@@ -263,6 +265,50 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Serve a model over HTTP (`relex_jax.serve`): options are checked before the model loads,
+    settings against the model before the server starts."""
+    import logging
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    try:
+        import uvicorn
+
+        from relex_jax.serve.app import create_app
+        from relex_jax.serve.schema import ServeConfig
+    except ImportError as exc:
+        print(f"relex-jax serve: error: {exc.name} is missing; install the serve extra: "
+              "pip install 'relex-jax[serve]'", file=sys.stderr)
+        return 2
+    try:
+        config = ServeConfig(
+            defaults=inference_settings(args),
+            labels=None if args.labels is None else _parse_types(args.labels, "--labels"),
+            relations=None if args.relations is None else _parse_types(args.relations, "--relations"),
+            max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_labels=args.max_labels,
+            max_words=args.max_words, max_batch_texts=args.max_batch_texts, max_wait_ms=args.max_wait_ms,
+            warmup_words=args.warmup_words,
+        )
+    except (UsageError, TypeError, ValueError) as exc:
+        print(f"relex-jax serve: error: {exc}", file=sys.stderr)
+        return 2
+
+    from relex_jax.compilation_cache import enable_compilation_cache
+    from relex_jax.inference import RelexModel
+
+    enable_compilation_cache(args.compilation_cache)
+    model = RelexModel.from_pretrained(args.model)
+    try:
+        model.check_settings(config.defaults)
+    except ValueError as exc:
+        print(f"relex-jax serve: error: {args.model}: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(model, config), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def train(args: argparse.Namespace) -> int:
     import logging
 
@@ -415,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="JSON report path (default: eval_<data name>.json here; replaced if present)")
     add_compilation_cache_argument(ev)
     ev.set_defaults(func=evaluate)
+    srv = sub.add_parser("serve", help="serve a model over HTTP (JSON API, dynamic batching, Prometheus metrics)")
+    add_serve_arguments(srv)
+    add_compilation_cache_argument(srv)
+    srv.set_defaults(func=serve)
     tr = sub.add_parser("train", help="train from a YAML config (see configs/); resumable")
     add_train_arguments(tr)
     add_compilation_cache_argument(tr)
@@ -438,6 +488,41 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--packing", type=int, nargs="?", const=True, metavar="TOKENS",
                         help="pack each batch's texts into shared encoder rows of TOKENS tokens (without a value: "
                              "the default row length, 512): same results, less padding; off by default")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `relex-jax serve` (`relex_jax.serve.schema.ServeConfig`)."""
+    from relex_jax.serve.schema import ServeConfig
+
+    default = ServeConfig()
+    parser.add_argument("--model", required=True, help="relex-jax model directory, gliner directory or hub id")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
+    parser.add_argument("--labels", help="entity types of requests that name none, comma-separated or a JSON object "
+                                         "(default: requests must name them); also the types the warm-up compiles for")
+    parser.add_argument("--relations", help="relation types of requests that name none, in the same forms "
+                                            "(default: none)")
+    add_inference_arguments(parser)  # the defaults of requests that do not set them; --batch-size: rows per forward
+    parser.add_argument("--max-batch-texts", type=int, default=default.max_batch_texts,
+                        help="dynamic batching: texts of compatible queued requests run as one model call "
+                             f"(default {default.max_batch_texts}; 1: no batching)")
+    parser.add_argument("--max-wait-ms", type=float, default=default.max_wait_ms,
+                        help="dynamic batching: how long a call waits after its oldest request arrived for others "
+                             f"to join (default {default.max_wait_ms:g}: no waiting, a call takes what queued while "
+                             "the previous one ran)")
+    parser.add_argument("--max-body-bytes", type=int, default=default.max_body_bytes,
+                        help=f"largest request body (default {default.max_body_bytes}); larger: 413")
+    parser.add_argument("--max-texts", type=int, default=default.max_texts,
+                        help=f"texts per request (default {default.max_texts}); more: 422")
+    parser.add_argument("--max-labels", type=int, default=default.max_labels,
+                        help=f"entity or relation types per text of a request (default {default.max_labels}); more: 422")
+    parser.add_argument("--max-words", type=int, default=default.max_words,
+                        help=f"words per text (default {default.max_words}; longer than the model's window: read as "
+                             "windows); more: 422")
+    parser.add_argument("--warmup-words", type=int, default=default.warmup_words,
+                        help="at start-up, compile the shapes of texts up to this many words at every row count up to "
+                             f"--batch-size (default {default.warmup_words}; 0: none); /v1/extract answers 503 until then")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
 def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:
