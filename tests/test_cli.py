@@ -161,12 +161,14 @@ def test_predict_rejects_bad_numbers(tmp_path, capsys, extra):
     assert "must be" in predict_error(tmp_path, capsys, *extra)
 
 
-def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
-    """A failure in the middle of a corpus leaves neither the output nor a partial file."""
+def test_predict_crash_leaves_no_output_file_only_committed_pieces(tmp_path, monkeypatch):
+    """A failure in the middle of a corpus leaves no output file, only the pieces committed before
+    it (whole, no partial file) for a rerun to resume from (tests/test_corpus.py resumes them)."""
     from relex_jax import inference
 
     class Failing:
         compiled_shapes: set = set()
+        model_dir = tmp_path / "m"
         calls = 0
 
         def check_settings(self, settings):
@@ -178,6 +180,7 @@ def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
                 raise RuntimeError("device lost")
             return [[] for _ in texts], [[] for _ in texts]
 
+    Failing.model_dir.mkdir()
     monkeypatch.setattr(inference.RelexModel, "from_pretrained", classmethod(lambda cls, path: Failing()))
     source = tmp_path / "in.txt"
     source.write_text("one\ntwo\nthree\n")
@@ -185,7 +188,11 @@ def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
         cli.main(["predict", "--model", "m", "--labels", "person", "--input", str(source),
                   "--output", str(tmp_path / "out.jsonl"), "--chunk-size", "2"])
     assert Failing.calls == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "m", "out.jsonl.pieces"]
+    pieces = tmp_path / "out.jsonl.pieces"
+    assert sorted(p.name for p in pieces.iterdir()) == ["manifest.json", "piece-00000000.jsonl"]
+    assert read_jsonl(pieces / "piece-00000000.jsonl") == [{"text": t, "entities": [], "relations": []}
+                                                           for t in ("one", "two")]
 
 
 def test_predict_refuses_to_replace_fields_of_the_input(tmp_path, capsys):
