@@ -405,7 +405,10 @@ def predict_corpus(model, corpus: Corpus, run: RunDirectory, labels, relations, 
                 records.append(record)
                 summary["entities"] += len(entities)
                 summary["relations"] += len(relations_found)
-            run.write_piece(k, records, corpus.schema)
+            try:
+                run.write_piece(k, records, corpus.schema)
+            except TypeError as exc:  # a value JSON cannot hold (`_json_value`)
+                raise CorpusError(f"{corpus.where(k * size)} (or a record after it in its chunk): {exc}") from None
             summary["texts"] += len(items)
             summary["pieces"] += 1
             bar.update(len(items))

@@ -178,21 +178,31 @@ def test_resume_refuses_other_settings_input_or_model(fake, tmp_path, capsys):
     assert len(fake.calls) == 4 and read_output(out) == expected(objects, threshold=0.7)
 
 
-def test_shards_write_one_run_whose_merge_equals_a_single_run(fake, tmp_path, capsys):
+def test_shards_write_one_run_whose_merge_equals_a_single_run(fake, tmp_path, capsys, monkeypatch):
     """Three `--shard I/3` processes share a run directory of Parquet pieces: each computes only
-    pieces k with k % 3 == I; until all finish, merging names the missing pieces; then the merge
-    (JSONL or Parquet) equals a single-process run. A temporary file left by a killed writer is
-    removed by its shard's next start and never read."""
-    source, objects = write_input("parquet", tmp_path)
+    pieces k with k % 3 == I, reading only the Parquet row groups that hold them; until all
+    finish, merging names the missing pieces; then the merge (JSONL or Parquet) equals a
+    single-process run. A temporary file left by a killed writer is removed by its shard's next
+    start and never read."""
+    import pyarrow.parquet as pq
+
+    source, objects = write_input("parquet", tmp_path)  # row groups of 2 records: group g holds piece g
     single = tmp_path / "single.parquet"
     assert predict("--chunk-size", "2", source=source, output=single) == 0
 
+    read = []
+    real_iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
+                        lambda self, *a, row_groups=None, **kw: read.extend(row_groups or ()) or real_iter_batches(
+                            self, *a, row_groups=row_groups, **kw))
     run = tmp_path / "run"
     for index in (2, 0):
         fake.calls.clear()
+        read.clear()
         assert predict("--chunk-size", "2", "--format", "parquet", "--shard", f"{index}/3", source=source,
                        output=run) == 0
         assert fake.calls == [TEXTS[2 * k: 2 * k + 2] for k in range(4) if k % 3 == index]
+        assert read == [k for k in range(4) if k % 3 == index]
     with pytest.raises(RunError, match=r"1 of 4 pieces missing \(1\)"):
         merge_run(run, tmp_path / "early.jsonl")
     stale = run / ".piece-00000001.parquet.partial-otherhost-123"
