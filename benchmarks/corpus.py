@@ -1,6 +1,6 @@
 """Corpus inference: `relex-jax predict` throughput and peak memory, and memory against input size.
 
-    python benchmarks/corpus.py [--predict-texts 2000 20000] [--small 10000] [--large 1000000]
+    python benchmarks/corpus.py [--predict-texts 2000 20000] [--sizes 10000 100000 1000000]
                                 [--batch-size 32] [--chunk-size 256] [--workdir DIR] [--keep] [--record]
 
 Every run is `relex-jax predict` (JSONL output: pieces committed with fsync, then merged) in a
@@ -15,12 +15,14 @@ fresh process whose peak RSS comes from `wait4` (the kernel's high-water mark):
                  that returns two entities and one relation per text without computing (the model is
                  still loaded and hashed for the manifest): the cost and memory of reading (.jsonl:
                  the validating pass and the chunk pass; .parquet: row groups of 65,536 rows),
-                 building records, committing pieces and merging, on --small and --large inputs.
-                 The ratio of their peak RSS is the "memory does not grow with the input" check.
+                 building records, committing pieces and merging, on inputs of --sizes records.
+                 The ratios of their peak RSS are the "memory does not grow with the input" check.
+                 Parquet holds up to 65,536 rows per row group (inputs) and merged output buffers as
+                 many: below that many records both shrink with the input, above it they stay.
 
-Why not the model on 1M lines: at ~200 texts/s (this tiny model, 2 CPU cores) a million texts
-take ~80 minutes; the prediction loop holds one chunk at a time whatever the input size, which
-the two predict sizes show for the model path and the 1M-line runs for the input and output path.
+Why not the model on 1M lines: at ~320 texts/s (this tiny model, 2 CPU cores, warm) a million
+texts take ~50 minutes; the prediction loop holds one chunk at a time whatever the input size,
+which the two predict sizes show for the model path and the 1M-line runs for the input and output path.
 
 Texts: sentences of the embedded synthetic corpus (relex_jax.data.synthetic, ~12 words), 10,000
 distinct ones cycled, each record {"id": i, "text": ...}.
@@ -127,8 +129,8 @@ def texts_per_second(log: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--predict-texts", type=int, nargs="+", default=[2000, 20000])
-    parser.add_argument("--small", type=int, default=10_000)
-    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                        help="records of the reader+writer runs (the ratios compare the largest with the others)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--workdir", type=Path, help="where inputs and outputs go (default: a new dir under /tmp)")
@@ -137,7 +139,7 @@ def main() -> None:
     parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)  # internal: the children
     parser.add_argument("--stand-in", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sizes = sorted({*args.predict_texts, args.small, args.large})
+    sizes = sorted({*args.predict_texts, *args.sizes})
     if args.prepare:
         return prepare(args.prepare, sizes)
     if args.stand_in is not None:
@@ -181,11 +183,11 @@ def main() -> None:
             notes[size] = re.search(r"(\d+) entities, (\d+) relations", run["log"]).groups()
         peaks = {}
         for kind, suffix in (("jsonl", ".jsonl"), ("parquet", ".parquet")):
-            for size in (args.small, args.large):
+            for size in sorted(args.sizes):
                 run = predict(kind, size, True, suffix)
                 peaks[kind, size] = run["peak"]
                 rows.append(("reader+writer (stand-in model)", f".{kind} -> {suffix}", f"{size:,}", f"{run['wall']:.1f}",
-                             f"{texts_per_second(run['log']):.0f}", run["peak"]))
+                             f"{texts_per_second(run['log']):,.0f}", run["peak"]))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -195,14 +197,18 @@ def main() -> None:
          "|---|---|---|---|---|---|"]
         + [f"| {name} | {io} | {n} | {wall} | {rate} | {peak / GiB:.3f} |" for name, io, n, wall, rate, peak in rows]
     )
-    ratios = ", ".join(f".{kind} {peaks[kind, args.large] / peaks[kind, args.small]:.2f}x"
-                       for kind in ("jsonl", "parquet"))
+    large = max(args.sizes)
+    ratios = "; ".join(f"against {size:,}: " + ", ".join(f".{kind} {peaks[kind, large] / peaks[kind, size]:.2f}x"
+                                                         for kind in ("jsonl", "parquet"))
+                       for size in sorted(args.sizes)[:-1])
     found = "; ".join(f"{size:,} texts: {e} entities, {r} relations" for size, (e, r) in notes.items())
     import importlib.metadata as md
 
     versions = ", ".join(f"{p} {md.version(p)}" for p in ("jax", "pyarrow", "numpy"))
     summary = (
-        f"Peak RSS of the {args.large:,}-record runs against the {args.small:,}-record ones: {ratios}. "
+        f"Peak RSS of the reader+writer runs on {large:,} records {ratios} (Parquet: inputs hold up to 65,536 rows "
+        f"per row group, and a merged Parquet output is written in row groups of as many, so below that many records "
+        f"both shrink with the input; above, they stay). "
         f"--batch-size {args.batch_size}, --chunk-size {args.chunk_size} (one piece per chunk, fsync'd), "
         f"pieces merged into one file of the output's format at the end (wall times include interpreter start, imports, "
         f"loading and hashing the model, the validating pass over .jsonl, and the merge; texts/s is the command's "

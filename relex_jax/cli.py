@@ -161,6 +161,7 @@ def _predict(args: argparse.Namespace) -> int:
         RunDirectory,
         RunError,
         clear_run,
+        current_shard,
         make_manifest,
         merge_run,
         model_identity,
@@ -237,9 +238,7 @@ def _predict(args: argparse.Namespace) -> int:
         from relex_jax.training.sharding import initialize_distributed
 
         initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-        import jax
-
-        shard = jax.process_index(), jax.process_count()
+        shard = current_shard()
     from relex_jax.compilation_cache import enable_compilation_cache
     from relex_jax.inference import RelexModel
 

@@ -76,7 +76,7 @@ def piece_name(k: int, piece_format: str) -> str:
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
-    """"I/N" -> (I, N) with 0 <= I < N."""
+    """`I/N` -> (I, N), with 0 <= I < N."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
     if not match or not int(match[1]) < int(match[2]):
         raise ValueError(f"a shard is I/N with 0 <= I < N (process I of N), got {spec!r}")
@@ -101,7 +101,8 @@ def model_identity(model_dir) -> dict[str, Any]:
     for file in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         digest.update(f"{file.relative_to(model_dir).as_posix()}\0{file.stat().st_size}\0".encode())
         with open(file, "rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
     return {"path": str(model_dir.resolve()), "sha256": digest.hexdigest()}
 
 
@@ -346,7 +347,10 @@ def merge_run(path, out, overwrite: bool = False) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pa.unify_schemas([pq.read_schema(p) for p, _ in pieces], promote_options="permissive")
+        try:
+            schema = pa.unify_schemas([pq.read_schema(p) for p, _ in pieces], promote_options="permissive")
+        except pa.ArrowException as exc:  # e.g. a JSONL input whose field is a number in one piece, text in another
+            raise RunError(f"{run.path}: the pieces' columns have types that do not merge ({exc})") from None
         with pq.ParquetWriter(tmp, schema) as writer:
             buffer: list = []
             for piece, expected in pieces:
