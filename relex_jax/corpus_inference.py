@@ -112,6 +112,8 @@ def make_manifest(*, model: dict | None, corpus: Corpus, labels, relations, sett
     yet (a check before the model loads compares the rest)."""
     if piece_format not in PIECE_FORMATS:
         raise ValueError(f"piece format must be one of {PIECE_FORMATS}, got {piece_format!r}")
+    if piece_format == "parquet" and settings.return_class_probs:
+        raise ValueError("entity class_probs are written to JSONL pieces only (their labels vary from entity to entity)")
     manifest = {
         "format": RUN_FORMAT, "model": model, "input": corpus.identity(), "text_column": corpus.text_column,
         "labels": labels, "relations": relations,
@@ -223,10 +225,9 @@ class RunDirectory:
                            + ". Repeat the run's own settings to resume it, or start afresh with --overwrite "
                            "(or another --output)")
 
-    def start(self, manifest: dict, shard: tuple[int, int] = (0, 1)) -> dict[int, Path]:
+    def start(self, manifest: dict, shard: tuple[int, int] = (0, 1)) -> None:
         """Create or join the run: the manifest is written if absent (one process wins), else
-        compared; temporary files this shard left behind (a kill mid-write) are removed. Returns
-        the committed pieces."""
+        compared; temporary files this shard left behind (a kill mid-write) are removed."""
         self.check(manifest)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
@@ -239,7 +240,6 @@ class RunDirectory:
             m = PARTIAL.fullmatch(p.name)
             if m and m[2] is not None and int(m[2]) % count == index:
                 p.unlink(missing_ok=True)
-        return self.pieces()
 
     def write_piece(self, k: int, records: list[dict], schema=None) -> Path:
         """Commit piece k (durably; see module docstring)."""
@@ -347,8 +347,14 @@ def merge_run(path, out, overwrite: bool = False) -> int:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        try:
-            schema = pa.unify_schemas([pq.read_schema(p) for p, _ in pieces], promote_options="permissive")
+        if not pieces:  # an empty input: the prediction columns only
+            keys = run.manifest()["entities_key"], run.manifest()["relations_key"]
+            schema = pa.schema(list(zip(keys, _arrow_types())))
+        else:
+            schema = pq.read_schema(pieces[0][0])
+        try:  # one schema at a time: holding every piece's (~7 KB each) would grow with the corpus
+            for piece, _ in pieces[1:]:
+                schema = pa.unify_schemas([schema, pq.read_schema(piece)], promote_options="permissive")
         except pa.ArrowException as exc:  # e.g. a JSONL input whose field is a number in one piece, text in another
             raise RunError(f"{run.path}: the pieces' columns have types that do not merge ({exc})") from None
         with pq.ParquetWriter(tmp, schema) as writer:

@@ -218,6 +218,14 @@ def test_shards_write_one_run_whose_merge_equals_a_single_run(fake, tmp_path, ca
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("output", ["jsonl", "parquet"])
+def test_an_empty_input_gives_an_empty_output(fake, tmp_path, output):
+    source = tmp_path / "empty.jsonl"
+    source.write_text("")
+    assert predict(source=source, output=tmp_path / f"out.{output}") == 0
+    assert read_output(tmp_path / f"out.{output}") == [] and not fake.calls
+
+
 def test_merge_checks_every_piece(tmp_path, fake):
     """A damaged piece (a record lost) is named rather than merged."""
     source, _ = write_input("txt", tmp_path)
