@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def timed(fn) -> float:
@@ -38,3 +41,18 @@ def report(title: str, command: str, table: str, summary: str, record: bool, res
         results.write_text("# Benchmark results\n\nEach entry was produced by the command it shows.\n")
     with results.open("a") as f:
         f.write(f"\n## {title} ({datetime.date.today().isoformat()})\n\nCommand: `{command}`\n\n{table}\n\n{summary}.\n")
+
+
+def measure(argv: list[str], log: Path) -> dict:
+    """Run `argv` (cwd = repo root) to completion; its wall time and peak RSS from wait4 (the
+    kernel's high-water mark of that process)."""
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{tail}")
+    return {"peak": usage.ru_maxrss * 1024, "wall": wall, "log": log.read_text(errors="replace")}

@@ -25,16 +25,14 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import report  # noqa: E402
+from common import measure, report  # noqa: E402
 from relex_jax.modeling.deberta import DEBERTA_V3_ATTENTION  # noqa: E402
 GiB = 1024**3
 
@@ -112,20 +110,6 @@ def build_checkpoint(src: Path) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Measuring
-
-
-def measure(argv: list[str], log: Path) -> dict:
-    """Run `argv` (cwd = repo root) to completion; its wall time and peak RSS from wait4."""
-    with log.open("wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{tail}")
-    return {"peak": usage.ru_maxrss * 1024, "wall": wall, "log": log.read_text(errors="replace")}
 
 
 def dir_size(path: Path) -> int:

@@ -6,8 +6,10 @@ Subcommands so far:
               that the variants agree and that padding does not leak into real tokens.
   convert     gliner checkpoint (directory or hub id) -> relex-jax model directory, or back
               with --to-gliner
-  predict     entities and relations for every line of a .txt or .jsonl corpus, streamed in
-              chunks to a .jsonl file (one object per input line, written atomically)
+  predict     entities and relations for every record of a corpus (.txt, .jsonl, .jsonl.gz, .parquet,
+              hf:NAME[:SPLIT]), committed in pieces (resumable after a kill, shardable over hosts),
+              into a .jsonl / .parquet file or a run directory (`relex_jax.corpus_inference`)
+  merge       a finished run directory -> one .jsonl / .parquet file in input order
   train       train or fine-tune from a YAML config (`configs/`), resumable (same as `python -m train`)
   evaluate    entity and relation precision / recall / F1 (micro; strict and boundaries-only; per type)
               of a model on annotated data (gliner JSON or ../shared/data JSONL), on the data's own tokens
@@ -102,9 +104,6 @@ class UsageError(Exception):
     """A problem with a command's arguments or input, reported as one line and exit status 2."""
 
 
-INPUT_FORMATS = (".txt", ".jsonl")
-
-
 def _parse_types(value: str, option: str):
     """`a,b` -> ["a", "b"]; `{"a": "description", ...}` -> that mapping. An empty or repeated
     name is an error rather than a type silently dropped (gliner would drop repeats)."""
@@ -143,35 +142,10 @@ def inference_settings(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
-def _records(path, suffix: str, output_keys: tuple[str, ...] = ()):
-    """Yield (output object, text) for each line of a .txt or .jsonl file. A .jsonl record that
-    already holds one of `output_keys` (e.g. gold "entities") is refused rather than overwritten."""
-    import json
-
-    with open(path, encoding="utf-8-sig") as lines:  # -sig: a leading byte-order mark is not text
-        for number, line in enumerate(lines, 1):
-            line = line.rstrip("\r\n")
-            if suffix == ".txt":
-                yield {"text": line}, line
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}, line {number}: invalid JSON ({exc})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise UsageError(f"{path}, line {number}: expected a JSON object with a string field \"text\"")
-            taken = [key for key in output_keys if key in record]
-            if taken:
-                raise UsageError(
-                    f"{path}, line {number}: the record already has a field {taken[0]!r}, which predictions would "
-                    "replace; name other output fields with --entities-key / --relations-key"
-                )
-            yield record, record["text"]
-
-
 def predict(args: argparse.Namespace) -> int:
-    """Stream a corpus through `RelexModel.inference` in chunks, so memory stays bounded by the
-    chunk, not the corpus; the output appears under its name only once it is complete."""
+    """Run a corpus through `RelexModel.inference` into committed pieces, resumably (see
+    `relex_jax.corpus_inference`); a bad option, input or run directory is one line on stderr
+    and exit status 2."""
     try:
         return _predict(args)
     except UsageError as exc:
@@ -179,13 +153,24 @@ def predict(args: argparse.Namespace) -> int:
         return 2
 
 
+OUTPUT_FILES = (".jsonl", ".parquet")
+
+
 def _predict(args: argparse.Namespace) -> int:
-    import dataclasses
-    import itertools
-    import json
-    import os
     from pathlib import Path
 
+    from relex_jax.corpus_inference import (
+        RunDirectory,
+        RunError,
+        clear_run,
+        current_shard,
+        make_manifest,
+        merge_run,
+        model_identity,
+        parse_shard,
+        predict_corpus,
+    )
+    from relex_jax.data.corpus import CorpusError, open_corpus
     from relex_jax.data.labels import normalize_labels
 
     labels = _parse_types(args.labels, "--labels")
@@ -199,31 +184,65 @@ def _predict(args: argparse.Namespace) -> int:
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be positive, got {args.chunk_size}")
     keys = (args.entities_key, args.relations_key)
-    if len(set(keys)) < 2 or "text" in keys or not all(keys):
+    if len(set(keys)) < 2 or args.text_column in keys or not all(keys):
         raise UsageError(f"--entities-key and --relations-key must be two different non-empty names other than "
-                         f"'text', got {keys}")
+                         f"{args.text_column!r} (the text field), got {keys}")
+    if args.shard and args.distributed:
+        raise UsageError("--shard and --distributed exclude each other (under jax.distributed each process takes "
+                         "its share by its process index)")
+    try:
+        shard = parse_shard(args.shard) if args.shard else (0, 1)
+    except ValueError as exc:
+        raise UsageError(f"--shard: {exc}") from None
 
-    source, out = Path(args.input), Path(args.output)
-    suffix = source.suffix.lower()
-    if suffix not in INPUT_FORMATS:
-        raise UsageError(f"--input {source}: unsupported extension {source.suffix!r}; use .txt (one text per line) "
-                            "or .jsonl (one object with a string \"text\" per line)")
-    if not source.is_file():
-        raise UsageError(f"--input {source}: no such file")
-    if out.is_dir():
-        raise UsageError(f"--output {out} is a directory")
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"--output {out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise UsageError(f"--output {out}: directory {out.parent} does not exist")
-    # The first pass counts lines for the progress bar and checks every .jsonl line, so a bad
-    # line fails now rather than after hours of inference.
-    total = sum(1 for _ in _records(source, suffix, keys))
+    # --output FILE.jsonl / FILE.parquet: pieces in FILE.pieces/ beside it, merged into FILE at the
+    # end; any other name is the run directory itself (for shards on several hosts, merged later).
+    out = Path(args.output)
+    merged = out.suffix in OUTPUT_FILES
+    piece_format = args.format or (out.suffix[1:] if merged else "jsonl")
+    if merged and piece_format != out.suffix[1:]:
+        raise UsageError(f"--format {args.format} does not match --output {out}")
+    run_dir = out.with_name(out.name + ".pieces") if merged else out
+    several = args.distributed or shard[1] > 1
+    if merged:
+        if out.is_dir():
+            raise UsageError(f"--output {out} is a directory")
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"--output {out} exists; pass --overwrite to replace it")
+        if args.shard:
+            raise UsageError(f"--shard: each process writes its pieces into one run directory; give --output DIR "
+                             f"(no {'/'.join(OUTPUT_FILES)} suffix) and merge it with `relex-jax merge DIR "
+                             f"{out.name}` once every shard has finished")
+    if not run_dir.parent.is_dir():
+        raise UsageError(f"--output {out}: directory {run_dir.parent} does not exist")
+    if args.overwrite and several:
+        raise UsageError("--overwrite with several processes would let one remove the others' pieces; remove the "
+                         "run directory before starting them")
 
-    from tqdm import tqdm
+    try:
+        corpus = open_corpus(args.input, args.text_column, keys)
+    except CorpusError as exc:
+        raise UsageError(f"--input {exc}") from None
+    try:
+        corpus.count()  # line files: a bad record fails now, before the model loads
+        manifest = dict(corpus=corpus, labels=labels, relations=relations, settings=settings,
+                        entities_key=args.entities_key, relations_key=args.relations_key,
+                        chunk_size=args.chunk_size, piece_format=piece_format)
+        run = RunDirectory(run_dir)
+        if args.overwrite:
+            clear_run(run_dir)
+        else:
+            run.check(make_manifest(model=None, **manifest))  # a different run is refused before the model loads
+    except (CorpusError, RunError) as exc:
+        raise UsageError(str(exc)) from None
 
+    if args.distributed:
+        from relex_jax.training.sharding import initialize_distributed
+
+        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+        shard = current_shard()
     from relex_jax.compilation_cache import enable_compilation_cache
-    from relex_jax.inference import RelexModel, TextError
+    from relex_jax.inference import RelexModel
 
     enable_compilation_cache(args.compilation_cache)
     start = time.perf_counter()
@@ -233,35 +252,38 @@ def _predict(args: argparse.Namespace) -> int:
         model.check_settings(settings)
     except ValueError as exc:
         raise UsageError(f"{args.model}: {exc}") from None
-    texts = entity_count = relation_count = 0
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    start = time.perf_counter()
     try:
-        with open(tmp, "w", encoding="utf-8") as sink, tqdm(
-            total=total, file=sys.stderr, unit="text", mininterval=1, desc="predict"
-        ) as bar:
-            records = _records(source, suffix)
-            while chunk := list(itertools.islice(records, args.chunk_size)):
-                try:
-                    found = model.inference([text for _, text in chunk], labels, relations,
-                                            **dataclasses.asdict(settings))
-                except TextError as exc:
-                    raise UsageError(f"{source}, line {texts + exc.text + 1}: {exc}") from None
-                for (record, _), entities, relations_found in zip(chunk, *found):
-                    record[args.entities_key], record[args.relations_key] = entities, relations_found
-                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    entity_count += len(entities)
-                    relation_count += len(relations_found)
-                sink.flush()
-                texts += len(chunk)
-                bar.update(len(chunk))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    elapsed = time.perf_counter() - start
-    print(f"wrote {out}: {texts} texts, {entity_count} entities, {relation_count} relations in {elapsed:.1f} s "
-          f"({texts / max(elapsed, 1e-9):.1f} texts/s; model loaded in {loaded:.1f} s; "
-          f"{len(model.compiled_shapes)} compiled shapes)", file=sys.stderr)
+        run.start(make_manifest(model=model_identity(model.model_dir), **manifest), shard)
+        done = predict_corpus(model, corpus, run, labels, relations, settings, shard=shard)
+    except (CorpusError, RunError) as exc:
+        raise UsageError(str(exc)) from None
+    where = f"{run_dir} (shard {shard[0]}/{shard[1]})" if several else str(run_dir)
+    if merged:
+        if args.distributed:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("relex-jax predict: every shard's pieces are written")
+        if shard[0] == 0:
+            merge_run(run_dir, out, overwrite=True)
+            clear_run(run_dir)
+            where = str(out)
+    resumed = f"; {done['pieces_before']} pieces were already done" if done["pieces_before"] else ""
+    print(f"wrote {where}: {done['texts']} texts in {done['pieces']} pieces, {done['entities']} entities, "
+          f"{done['relations']} relations in {done['seconds']:.1f} s "
+          f"({done['texts'] / max(done['seconds'], 1e-9):.1f} texts/s; model loaded in {loaded:.1f} s; "
+          f"{len(model.compiled_shapes)} compiled shapes{resumed})", file=sys.stderr)
+    return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    from relex_jax.corpus_inference import RunError, merge_run
+
+    try:
+        count = merge_run(args.run, args.output, overwrite=args.overwrite)
+    except RunError as exc:
+        print(f"relex-jax merge: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {count} records of {args.run}, in input order", file=sys.stderr)
     return 0
 
 
@@ -424,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--to-gliner", action="store_true", help="convert a relex-jax directory back to gliner")
     conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     conv.set_defaults(func=convert)
-    pred = sub.add_parser("predict", help="extract entities and relations from a .txt or .jsonl corpus into .jsonl")
+    pred = sub.add_parser("predict", help="extract entities and relations from a corpus, resumably, in pieces")
     pred.add_argument("--model", required=True, help="relex-jax model directory, gliner directory or hub id")
     pred.add_argument("--labels", required=True,
                       help='entity types, comma-separated ("person,organization"), or a JSON object '
@@ -432,17 +454,43 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--relations", help="relation types, in the same forms (default: entities only)")
     add_inference_arguments(pred)
     pred.add_argument("--input", required=True,
-                      help='.txt (one text per line) or .jsonl (one object with a string "text" per line)')
-    pred.add_argument("--output", required=True, help="output .jsonl, one object per input line (written atomically)")
-    pred.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+                      help='.txt (one text per line), .jsonl or .jsonl.gz (one object with a string "text" per '
+                           "line), .parquet (a string column), or hf:NAME[:SPLIT] (a datasets dataset: a "
+                           "save_to_disk directory, a local data directory or a hub name, streamed)")
+    pred.add_argument("--text-column", default="text",
+                      help="field or column holding the text in .jsonl, .parquet and datasets inputs (default: text)")
+    pred.add_argument("--output", required=True,
+                      help="OUT.jsonl or OUT.parquet: one record per input record, in order (pieces are committed "
+                           "in OUT.pieces/ while it runs, merged at the end); any other name: a run directory of "
+                           "pieces (for shards; `relex-jax merge` makes the file). An unfinished run with the same "
+                           "model, input and settings is resumed; one with other settings is refused")
+    pred.add_argument("--format", choices=("jsonl", "parquet"),
+                      help="pieces of a run directory (default jsonl; an OUT file's suffix decides for it)")
+    pred.add_argument("--overwrite", action="store_true",
+                      help="replace OUTPUT and start afresh, discarding the pieces of an earlier run")
     pred.add_argument("--entities-key", default="entities",
                       help="output field for the entities (default: entities); an input record that already has "
                            "it is refused, not overwritten")
     pred.add_argument("--relations-key", default="relations", help="output field for the relations (default: relations)")
     pred.add_argument("--chunk-size", type=int, default=256,
-                      help="input lines read, predicted and written at a time; bounds memory (default 256)")
+                      help="input records per piece: read, predicted and committed together; bounds memory and "
+                           "the work a kill can lose (default 256)")
+    pred.add_argument("--shard", metavar="I/N",
+                      help="process I of N (0-based): predict only pieces k with k %% N == I into the run directory "
+                           "--output, which the N processes share")
+    pred.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize (TPU pods, SLURM and Open MPI are detected; elsewhere "
+                           "give the three options below) and take this process's share as with --shard")
+    pred.add_argument("--coordinator-address", metavar="HOST:PORT", help="with --distributed: process 0's address")
+    pred.add_argument("--num-processes", type=int, help="with --distributed: the number of processes")
+    pred.add_argument("--process-id", type=int, help="with --distributed: this process's index")
     add_compilation_cache_argument(pred)
     pred.set_defaults(func=predict)
+    mrg = sub.add_parser("merge", help="write a finished predict run directory as one ordered .jsonl or .parquet file")
+    mrg.add_argument("run", help="run directory written by `relex-jax predict --output DIR`")
+    mrg.add_argument("output", help="OUT.jsonl (any run) or OUT.parquet (a run with --format parquet)")
+    mrg.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    mrg.set_defaults(func=merge)
     quick = sub.add_parser("quickstart", help="train, reload and evaluate a small model on the embedded corpus")
     quick.add_argument("--workdir", default="relex_quickstart",
                        help="where data, checkpoints, the model and the report go (default ./relex_quickstart); "

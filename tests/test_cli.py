@@ -1,10 +1,13 @@
 """The `relex-jax` command line."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from relex_jax import cli
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_selfcheck_passes_and_reports(capsys):
@@ -161,12 +164,14 @@ def test_predict_rejects_bad_numbers(tmp_path, capsys, extra):
     assert "must be" in predict_error(tmp_path, capsys, *extra)
 
 
-def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
-    """A failure in the middle of a corpus leaves neither the output nor a partial file."""
+def test_predict_crash_leaves_no_output_file_only_committed_pieces(tmp_path, monkeypatch):
+    """A failure in the middle of a corpus leaves no output file, only the pieces committed before
+    it (whole, no partial file) for a rerun to resume from (tests/test_corpus.py resumes them)."""
     from relex_jax import inference
 
     class Failing:
         compiled_shapes: set = set()
+        model_dir = tmp_path / "m"
         calls = 0
 
         def check_settings(self, settings):
@@ -178,6 +183,7 @@ def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
                 raise RuntimeError("device lost")
             return [[] for _ in texts], [[] for _ in texts]
 
+    Failing.model_dir.mkdir()
     monkeypatch.setattr(inference.RelexModel, "from_pretrained", classmethod(lambda cls, path: Failing()))
     source = tmp_path / "in.txt"
     source.write_text("one\ntwo\nthree\n")
@@ -185,7 +191,11 @@ def test_predict_crash_leaves_no_output(tmp_path, monkeypatch):
         cli.main(["predict", "--model", "m", "--labels", "person", "--input", str(source),
                   "--output", str(tmp_path / "out.jsonl"), "--chunk-size", "2"])
     assert Failing.calls == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "m", "out.jsonl.pieces"]
+    pieces = tmp_path / "out.jsonl.pieces"
+    assert sorted(p.name for p in pieces.iterdir()) == ["manifest.json", "piece-00000000.jsonl"]
+    assert read_jsonl(pieces / "piece-00000000.jsonl") == [{"text": t, "entities": [], "relations": []}
+                                                           for t in ("one", "two")]
 
 
 def test_predict_refuses_to_replace_fields_of_the_input(tmp_path, capsys):
@@ -216,3 +226,93 @@ def test_predict_writes_under_other_keys_and_names_the_line_of_a_text_it_cannot_
                      "--output", str(tmp_path / "w.jsonl"), "--entities-key", "p", "--relations-key", "r",
                      "--window-size", "8", "--window-stride", "8"]) == 2
     assert "overlap by 0 words" in capsys.readouterr().err and not (tmp_path / "w.jsonl").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# predict at corpus scale with the real model: a SIGKILLed process resumed, two jax.distributed processes
+# (formats, shards, merging and refusals without a model: tests/test_corpus.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def subprocess_env():
+    """The in-process runs' device count (8, tests/conftest.py) and matmul precision, so that a
+    subprocess compiles the same programs (loaded from the run's compilation cache) and computes
+    the same bits; gloo-capable CPU backend for jax.distributed."""
+    import os
+
+    return {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
+            "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
+
+
+@pytest.fixture(scope="module")
+def corpus_run(relex_dir, tmp_path_factory):
+    """40 records (the parity texts, cycled) and the output of one uninterrupted in-process run
+    over them, one record per piece; returns (directory, predict arguments but --output, output)."""
+    from test_relex_parity import LABELS, RELATIONS, TEXTS
+
+    path, threshold = relex_dir
+    directory = tmp_path_factory.mktemp("corpus")
+    source = directory / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": TEXTS[i % len(TEXTS)]}) + "\n" for i in range(40)))
+    args = ["predict", "--model", str(path), "--labels", ",".join(LABELS), "--relations", ",".join(RELATIONS),
+            "--threshold", str(threshold), "--input", str(source), "--chunk-size", "1"]
+    assert cli.main([*args, "--output", str(directory / "uninterrupted.jsonl")]) == 0
+    reference = (directory / "uninterrupted.jsonl").read_bytes()
+    rows = [json.loads(line) for line in reference.splitlines()]
+    assert [r["id"] for r in rows] == list(range(40)) and sum(len(r["relations"]) for r in rows) > 0
+    return directory, args, reference
+
+
+def test_sigkilled_predict_resumes_to_the_uninterrupted_output(corpus_run, capsys):
+    """`relex-jax predict` in a fresh process, killed with SIGKILL once its first piece is
+    committed, then run again: the output equals the uninterrupted run's byte for byte (every
+    record once, in order), and the pieces committed before the kill were not computed again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    directory, args, reference = corpus_run
+    out = directory / "killed.jsonl"
+    first = directory / "killed.jsonl.pieces" / "piece-00000000.jsonl"
+    victim = subprocess.Popen([sys.executable, "-m", "relex_jax", *args, "--output", str(out)], cwd=ROOT,
+                              env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not first.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    committed = len(list(first.parent.glob("piece-*.jsonl")))
+    assert 1 <= committed < 40 and not out.exists()
+    capsys.readouterr()
+    assert cli.main([*args, "--output", str(out)]) == 0
+    assert f"{40 - committed} texts in {40 - committed} pieces" in capsys.readouterr().err
+    assert out.read_bytes() == reference
+    assert not first.parent.exists()
+
+
+def test_two_processes_under_jax_distributed_write_the_single_process_output(corpus_run):
+    """Two processes joined by jax.distributed (gloo on the CPU) each predict their half of the
+    pieces (k % 2) into one run; process 0 merges once both are done: the file equals the
+    single-process run's byte for byte."""
+    import socket
+    import subprocess
+    import sys
+
+    directory, args, reference = corpus_run
+    out = directory / "two_processes.jsonl"
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-m", "relex_jax", *args, "--output", str(out), "--distributed",
+                               "--coordinator-address", f"localhost:{port}", "--num-processes", "2",
+                               "--process-id", str(i)],
+                              cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+             for i in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    assert "(shard 1/2): 20 texts in 20 pieces" in logs[1] and f"wrote {out}: 20 texts" in logs[0]
+    assert out.read_bytes() == reference

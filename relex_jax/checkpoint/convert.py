@@ -67,19 +67,6 @@ def _write_atomically(out: Path, overwrite: bool, fill) -> Path:
     return out
 
 
-def write_text_atomically(path, text: str) -> Path:
-    """Write a text file through a temporary file in the same directory and `os.replace`: a crash
-    leaves the old file or the new one, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _copy_tokenizer(src: Path, dst: Path) -> None:
     files = sorted({f for pattern in TOKENIZER_PATTERNS for f in src.glob(pattern) if f.is_file()})
     if not any(f.name == "tokenizer.json" for f in files):

@@ -381,14 +381,19 @@ def read_hub_dataset(name: str, split: str = "train", on_error: Literal["skip", 
     return examples
 
 
+def split_hub_spec(spec: str) -> tuple[str, str]:
+    """`hf:NAME[:SPLIT]` -> (NAME, SPLIT); SPLIT is "train" when not given."""
+    name, _, split = spec.removeprefix("hf:").partition(":")
+    return name, split or "train"
+
+
 def read_examples(path, on_error: Literal["skip", "raise"] = "raise", errors: list | None = None,
                   shard: tuple[int, int] = (0, 1)) -> list[Example]:
     """`read_jsonl` for *.jsonl, `read_gliner_json` for *.json, `read_hub_dataset` for
     "hf:NAME[:SPLIT]"."""
     text = str(path)
     if text.startswith("hf:"):
-        name, _, split = text[3:].partition(":")
-        return read_hub_dataset(name, split or "train", on_error, errors, shard)
+        return read_hub_dataset(*split_hub_spec(text), on_error, errors, shard)
     suffix = Path(path).suffix
     if suffix == ".jsonl":
         return read_jsonl(path, on_error, errors, shard=shard)

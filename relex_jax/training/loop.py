@@ -38,10 +38,10 @@ import jax
 import numpy as np
 import yaml
 
-from relex_jax.checkpoint.convert import write_text_atomically
 from relex_jax.data.processor import TRAINING_BUCKETS
 from relex_jax.data.readers import read_source
 from relex_jax.data.stream import BatchStream
+from relex_jax.files import write_text_atomically
 from relex_jax.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
