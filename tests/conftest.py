@@ -59,3 +59,18 @@ def devices_or_skip(count: int) -> list:
 def eight_devices():
     """The 8 devices the sharding tests split work over (skipped with the reason elsewhere)."""
     return devices_or_skip(8)
+
+
+# Files of a minute or more (subprocess training runs, large parity fixtures), longest first. They
+# start the run, so that it does not end with one worker alone on a long file while the other
+# idles (pyproject's `--no-loadscope-reorder` keeps this order; xdist would otherwise order files
+# by their number of tests, which put the three-test, three-minute subprocess file last).
+LONG_FILES_FIRST = (
+    "test_training_processes.py", "test_packing.py", "test_deberta_parity.py", "test_inference.py",
+    "test_relex_parity.py", "test_train_step.py", "test_convert.py", "test_accelerator.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise kept

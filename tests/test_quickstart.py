@@ -74,7 +74,7 @@ def test_evaluate_command_rejects_bad_input(quick_run, tmp_path, capsys):
     assert main(["evaluate", "--model", model, "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"tokens": ["a"], "entities": [{"start": 0, "end": 3, "type": "x"}], "relations": []}\n')
+    bad.write_text('{"tokens": ["a", "b"], "entities": [{"start": 1, "end": 0, "type": "x"}], "relations": []}\n')
     assert main(["evaluate", "--model", model, "--data", str(bad)]) == 2
     assert "line 1" in capsys.readouterr().err
     # Settings are checked before the model loads (this model directory does not exist)...
