@@ -122,8 +122,8 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     """`jax.distributed.initialize` once per process, before any other JAX call.
 
     On TPU pods and SLURM/Open MPI clusters every argument is detected; elsewhere (several GPU
-    hosts, or several processes on one host) pass all three, or set JAX_COORDINATOR_ADDRESS,
-    JAX_NUM_PROCESSES and JAX_PROCESS_ID. See the README's "Training at scale".
+    hosts, or several processes on one host) pass all three (jax 0.10 reads only the address from
+    the environment, JAX_COORDINATOR_ADDRESS). See the README's "Training at scale".
     """
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id)
