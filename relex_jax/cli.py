@@ -376,11 +376,11 @@ def quickstart(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     import dataclasses
     import json
-    import os
     from pathlib import Path
 
     from relex_jax.data.readers import MalformedRecord, read_examples
     from relex_jax.evaluation import evaluate as run_evaluation
+    from relex_jax.files import write_text_atomically
 
     try:
         settings = inference_settings(args)
@@ -410,9 +410,7 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"relex-jax evaluate: error: {exc}", file=sys.stderr)
         return 2
     report = {"model": str(args.model), "data": data, **report}
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    write_text_atomically(out, json.dumps(report, indent=2))
     print(format_report(report))
     print(f"report written to {out}", file=sys.stderr)
     return 0
