@@ -267,22 +267,15 @@ def test_sigkilled_predict_resumes_to_the_uninterrupted_output(corpus_run, capsy
     """`relex-jax predict` in a fresh process, killed with SIGKILL once its first piece is
     committed, then run again: the output equals the uninterrupted run's byte for byte (every
     record once, in order), and the pieces committed before the kill were not computed again."""
-    import signal
-    import subprocess
     import sys
-    import time
+
+    from processes import kill_once_written
 
     directory, args, reference = corpus_run
     out = directory / "killed.jsonl"
     first = directory / "killed.jsonl.pieces" / "piece-00000000.jsonl"
-    victim = subprocess.Popen([sys.executable, "-m", "relex_jax", *args, "--output", str(out)], cwd=ROOT,
-                              env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not first.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_once_written([sys.executable, "-m", "relex_jax", *args, "--output", str(out)], first, cwd=ROOT,
+                      env=subprocess_env(), timeout=300)
     committed = len(list(first.parent.glob("piece-*.jsonl")))
     assert 1 <= committed < 40 and not out.exists()
     capsys.readouterr()

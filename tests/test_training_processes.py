@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 
+from processes import kill_once_written
 from test_training_loop import ROOT, SMALL_RUN, final_params, losses
 
 from relex_jax.data.synthetic import generate_examples
@@ -103,8 +103,6 @@ def test_two_processes_train_as_one_job(tmp_path):
 def test_sigkilled_process_resumes_to_the_same_parameters(tmp_path):
     """The literal check: `python -m train` killed with SIGKILL once a checkpoint is committed, then
     `--resume`d, ends with the same parameters (bit for bit) as an uninterrupted process."""
-    import signal
-
     raw = json.loads(json.dumps(SMALL_RUN))
     raw["optim"]["max_steps"] = 8
     # Dev evaluation every 2 steps (seconds each) keeps the victim busy while checkpoint 2 commits.
@@ -118,15 +116,8 @@ def test_sigkilled_process_resumes_to_the_same_parameters(tmp_path):
         return [sys.executable, "-m", "train", "--config", str(config), "--workdir", str(workdir), *extra]
 
     subprocess.run(command(tmp_path / "full"), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-    victim = subprocess.Popen(command(tmp_path / "killed"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    first_checkpoint = tmp_path / "killed" / "checkpoints" / "2" / "_CHECKPOINT_METADATA"
-    deadline = time.monotonic() + 600
-    while not first_checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_once_written(command(tmp_path / "killed"), tmp_path / "killed" / "checkpoints" / "2" / "_CHECKPOINT_METADATA",
+                      cwd=ROOT, env=env)
     assert not (tmp_path / "killed" / "model").exists()
     subprocess.run(command(tmp_path / "killed", "--resume"), cwd=ROOT, env=env, check=True, capture_output=True,
                    timeout=600)
