@@ -162,11 +162,12 @@ def merged(base: dict, overrides: dict) -> dict:
     return out
 
 
-def train_relex(start: Path, seed: int, args, directory: Path, compiles: CompileCounter) -> dict:
+def train_relex(start: Path, seed: int, args, directory: Path, compiles: CompileCounter,
+                train_file: Path = DATA / "train.jsonl") -> dict:
     config = config_from_dict(merged({
         "seed": seed,
         "model": {"init": "checkpoint", "path": str(start)},
-        "data": {"train": str(DATA / "train.jsonl"), "batch_size": args.batch_size},
+        "data": {"train": str(train_file), "batch_size": args.batch_size},
         "loss": LOSS,
         "optim": dict(hyper(args.model), max_steps=args.steps),
         "train": {"log_every_n_steps": log_every(args), "progress": False},

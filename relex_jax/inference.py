@@ -149,9 +149,10 @@ class RelexModel:
 
     def _forward(self, inputs: tuple, threshold: float, max_entities: int | None = None,
                  adjacency_threshold: float | None = None, packed: bool = False, keep_prompts: bool = False,
-                 ) -> tuple[SpanScores, RelexOutput]:
+                 given: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[SpanScores, RelexOutput]:
         """`forward`, also returning the span stage's outputs (on the devices), with the projected
-        entity prompts when `keep_prompts`."""
+        entity prompts when `keep_prompts`; `given` (flat span index, mask), both (texts, E), are
+        the relation stage's entities instead of the spans passing the threshold."""
         span_at = 6 if packed else 4  # position of span_mask; the entity prompt mask follows its index
         for what, count in (("rows", len(inputs[0])), ("texts", len(inputs[span_at]))):
             if count % len(self.devices):
@@ -161,6 +162,12 @@ class RelexModel:
         start = time.perf_counter()
         scores = (score_packed if packed else score)(self.variables, *inputs, np.float32(threshold),
                                                      keep_prompts=keep_prompts)
+        if given is not None:
+            index, mask = jax.device_put(given, self._rows)
+            out = relate(self.variables, scores, inputs[span_at], inputs[span_at + 2], np.float32(threshold),
+                         None if adjacency_threshold is None else np.float32(adjacency_threshold),
+                         max_entities=given[0].shape[1], entity_index=index, entity_mask=mask)
+            return scores, out
         needed = int(np.asarray(scores.entity_count).max(initial=0))
         if max_entities is not None and needed > max_entities:
             raise ValueError(
@@ -200,6 +207,7 @@ class RelexModel:
         window_size: int | None = None,
         window_stride: int | None = None,
         packing: bool | int = False,
+        relate_input_spans: bool = False,
     ):
         """Extract entities (and relations) from texts, as gliner's `inference`.
 
@@ -249,6 +257,13 @@ class RelexModel:
                 (gliner leaves it out silently).
             return_class_probs: each entity dict gets "class_probs", {label: probability} of its
                 span's 5 most probable labels, best first (gliner's option).
+            relate_input_spans: (relex-jax) relations are scored between exactly the
+                `input_spans`, whatever their entity scores, as training scores them between the
+                gold entities: the given-entities setting (relation classification). Without it
+                (gliner's behaviour) relations are scored between every span passing `threshold`
+                and only then filtered, so a given span under the threshold has no relations and
+                a threshold of 0 pairs every span of the text. Entities are still decoded under
+                `threshold` (0 returns every given span); a relation needs both its spans decoded.
 
         Returns:
             (entities, relations): one list of gliner-format dicts per text, or only entities.
@@ -262,7 +277,7 @@ class RelexModel:
             flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size, long_texts=long_texts,
             window_size=window_size, window_stride=window_stride, packing=_packing(packing, packing_config),
             return_class_probs=return_class_probs, return_vectors=return_vectors,
-            return_label_vectors=return_label_vectors,
+            return_label_vectors=return_label_vectors, relate_input_spans=relate_input_spans,
         )
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -300,6 +315,7 @@ class RelexModel:
         return_class_probs: bool = False,
         return_vectors: bool = False,
         return_label_vectors: bool = False,
+        relate_input_spans: bool = False,
     ) -> tuple[list[list[WordEntity]], list[list[WordRelation]]]:
         """`inference` on texts already split into words (a dataset's own tokens), in word positions.
 
@@ -313,7 +329,8 @@ class RelexModel:
                 words gives no entities. A single text is `[words]`, not `words`.
             labels, relations, threshold, adjacency_threshold, relation_threshold, flat_ner,
             multi_label, batch_size, long_texts, window_size, window_stride, packing,
-            return_class_probs, return_vectors, return_label_vectors: as `inference` (windows and
+            return_class_probs, return_vectors, return_label_vectors, relate_input_spans: as
+                `inference` (windows and
                 truncation count these words; vectors come in the results' `vectors` dicts).
             input_spans: as `inference`'s, in words: per text None or (start, end) word pairs,
                 end inclusive; a pair outside the text is an error.
@@ -331,7 +348,7 @@ class RelexModel:
             flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size, long_texts=long_texts,
             window_size=window_size, window_stride=window_stride, packing=packing,
             return_class_probs=return_class_probs, return_vectors=return_vectors,
-            return_label_vectors=return_label_vectors,
+            return_label_vectors=return_label_vectors, relate_input_spans=relate_input_spans,
         )
         if isinstance(words, (str, bytes)):
             raise TypeError("words must hold one list of words per text, got a string")
@@ -445,6 +462,9 @@ class RelexModel:
                 raise ValueError(f"text {i} has no entity labels: name at least one type to extract")
         if word_spans is not None:
             word_spans = self._scorable_spans(word_spans)
+        if settings.relate_input_spans and (word_spans is None or any(spans is None for spans in word_spans)):
+            raise ValueError("relate_input_spans needs input_spans, a list of spans for every text: the spans to "
+                             "score relations between")
 
         pieces = self._pieces(words, settings)
         self._check_positions(pieces, entity_sets, relation_sets)
@@ -554,10 +574,11 @@ class RelexModel:
             inputs = pack_batch(batch, row_tokens, grid_rows, texts=rows, pad_id=cfg.encoder.pad_token_id).model_inputs()
         else:
             inputs = batch.model_inputs()
-        scores, out = self._forward(inputs, settings.threshold, adjacency_threshold=settings.adjacency_threshold,
-                                    packed=bool(row_tokens), keep_prompts=settings.return_label_vectors)
         n = len(pieces)
         allowed = None if word_spans is None else [_piece_spans(word_spans[p.text], p) for p in pieces]
+        given = _given_entities(allowed, rows, cfg.max_width) if settings.relate_input_spans else None
+        scores, out = self._forward(inputs, settings.threshold, adjacency_threshold=settings.adjacency_threshold,
+                                    packed=bool(row_tokens), keep_prompts=settings.return_label_vectors, given=given)
         spans = decode_entities(np.asarray(out.entity_logits)[:n], batch.text_lengths[:n], None,
                                 [e.names for e in ents[:n]], settings.threshold, settings.flat_ner,
                                 settings.multi_label, allowed_spans=allowed, class_probs=settings.return_class_probs)
@@ -714,6 +735,19 @@ def _piece_spans(spans: list[tuple[int, int]] | None, piece: _Piece) -> list[tup
         return None
     last = piece.offset + len(piece.words) - 1
     return [(s - piece.offset, e - piece.offset) for s, e in spans if piece.offset <= s and e <= last]
+
+
+def _given_entities(spans: list[list[tuple[int, int]] | None], rows: int, max_width: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The relation stage's entities for `relate_input_spans`: per text slot, the flat index
+    start * K + width of each given span (sorted, as the threshold selection orders them) and
+    its mask, under a cap of a few static sizes (`_slots`)."""
+    flat = [sorted({s * max_width + e - s for s, e in row or ()}) for row in spans]
+    index = np.zeros((rows, _slots(max(map(len, flat), default=0))), np.int32)
+    mask = np.zeros(index.shape, bool)
+    for b, row in enumerate(flat):
+        index[b, :len(row)], mask[b, :len(row)] = row, True
+    return index, mask
 
 
 def _bucket_rows(rows: int, devices: int) -> int:

@@ -52,6 +52,7 @@ class InferenceSettings:
     return_class_probs: bool = False
     return_vectors: bool = False  # gliner's span and pair representations with the results
     return_label_vectors: bool = False  # gliner's label vectors with the results
+    relate_input_spans: bool = False  # relations between exactly the input spans (the given-entities setting)
 
     def __post_init__(self):
         for name in ("threshold", "adjacency_threshold", "relation_threshold"):

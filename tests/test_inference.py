@@ -353,6 +353,38 @@ def test_word_input_spans_equal_char_input_spans(parity, caplog):
         relex.inference_words([words], LABELS, input_spans=[[(0, 99)]])
 
 
+def test_relations_between_given_spans_equal_gliner_s_path_at_threshold_zero(parity):
+    """`relate_input_spans` pairs only the given spans; gliner's path at entity threshold 0 pairs
+    every span of the text and filters at decoding. Pair scores do not depend on other pairs, so
+    both give the same entities and relations (ragged texts, overlapping spans, packed rows)."""
+    *_, relex, texts, thresholds = parity
+    words = [split_words(t)[0] for t in texts if t.strip()][:5]
+    rng = random.Random(3)
+    spans = []
+    for text_words in words:
+        n = len(text_words)
+        chosen = {(s, min(n - 1, s + rng.randrange(3))) for s in rng.sample(range(n), min(n, 5))}
+        spans.append(sorted(chosen | {(0, min(n - 1, 1)), (0, 0)}))  # (0, 0) and (0, 1) overlap
+    options = dict(threshold=0.0, relation_threshold=thresholds[1], flat_ner=False, input_spans=spans)
+    gliner_path = relex.inference_words(words, LABELS, RELATIONS, **options)
+    given = relex.inference_words(words, LABELS, RELATIONS, relate_input_spans=True, **options)
+    packed = relex.inference_words(words, LABELS, RELATIONS, relate_input_spans=True, packing=True, **options)
+    for ours in (given, packed):
+        for a, b in zip(ours[0], gliner_path[0]):
+            assert [(e.start, e.end, e.label) for e in a] == [(e.start, e.end, e.label) for e in b]
+        for a, b in zip(ours[1], gliner_path[1]):
+            assert [(r.head, r.tail, r.label) for r in a] == [(r.head, r.tail, r.label) for r in b]
+            np.testing.assert_allclose([r.score for r in a], [r.score for r in b], atol=1e-5)
+    # decoding still drops a given span that crosses a better-scoring one (gliner's nested rule)
+    assert all({(e.start, e.end) for e in row} <= set(s) for row, s in zip(given[0], spans))
+    assert sum(map(len, given[0])) >= 3 * len(words)
+    assert sum(map(len, given[1])) > 0, "some relations between the given spans"
+    with pytest.raises(ValueError, match="relate_input_spans needs input_spans"):
+        relex.inference_words(words[:1], LABELS, RELATIONS, relate_input_spans=True)
+    with pytest.raises(ValueError, match="relate_input_spans needs input_spans"):
+        relex.inference_words(words[:1], LABELS, RELATIONS, relate_input_spans=True, input_spans=[None])
+
+
 def span(start, end, label, score):
     return EntitySpan(start, end, label, score, 0, 0)
 
