@@ -125,6 +125,17 @@ def test_document_given_entities_supplies_every_mention_at_threshold_zero():
     assert report["relations"]["micro"] == prf_of(1, "2/3", 2, 0, 1)
 
 
+def test_document_prompt_too_long_suggests_label_groups():
+    class Refusing:  # what RelexModel says when a row outgrows an absolute-position encoder
+        def inference_words(self, *args, **kwargs):
+            raise ValueError("text 0 (words 0-11) needs 530 tokens with its prompt, but this encoder's absolute "
+                             "positions stop at 512; use a smaller window_size or fewer labels")
+
+    with pytest.raises(ValueError, match=r"stop at 512; .*; or offer the 3 relation labels in smaller groups "
+                                         r"\(label_group, now None\)"):
+        run(Refusing(), plan("document", DOCUMENTS))
+
+
 # ---------------------------------------------------------------------------------------------
 # given-entities
 
