@@ -12,7 +12,8 @@ Subcommands so far:
   merge       a finished run directory -> one .jsonl / .parquet file in input order
   train       train or fine-tune from a YAML config (`configs/`), resumable (same as `python -m train`)
   evaluate    entity and relation precision / recall / F1 (micro; strict and boundaries-only; per type)
-              of a model on annotated data (gliner JSON or ../shared/data JSONL), on the data's own tokens
+              of a model on annotated data (gliner JSON or ../shared/data JSONL), on the data's own tokens;
+              --protocol joint / given-entities / document (`relex_jax.protocols`)
   serve       an HTTP JSON API over `inference` (POST /v1/extract, GET /health, GET /metrics) with dynamic
               batching and a warm-up of the shape buckets (needs the serve extra: starlette, uvicorn)
   quickstart  the main job: train a small model on the embedded synthetic corpus (no network, no GPU, a few
@@ -389,6 +390,9 @@ def evaluate(args: argparse.Namespace) -> int:
         data = str(args.data)
         if not data.startswith("hf:") and not Path(data).is_file():
             raise UsageError(f"--data {data}: no such file")
+        options = _protocol_options(args)
+        if args.protocol != "joint" or options:
+            return _evaluate_protocol(args, settings, labels, relations, data, options)
         examples = read_examples(data, args.on_error)
         if not examples:
             raise UsageError(f"--data {data}: no examples")
@@ -414,6 +418,88 @@ def evaluate(args: argparse.Namespace) -> int:
     print(format_report(report))
     print(f"report written to {out}", file=sys.stderr)
     return 0
+
+
+def _protocol_options(args: argparse.Namespace) -> dict:
+    """The protocol options given on the command line (option name -> value)."""
+    given = dict(group_by=args.group_by, offered=args.offered, draws=args.draws, seed=args.seed,
+                 per_label=args.per_label, given_entities=args.given_entities or None, label_group=args.label_group)
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _evaluate_protocol(args: argparse.Namespace, settings, labels, relations, data: str, options: dict) -> int:
+    """`evaluate --protocol` (or joint with --group-by): JSON Lines records, the protocol planned
+    (data and options checked) before the model loads; problems are one line and exit status 2."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import re
+
+    from relex_jax.files import write_text_atomically
+    from relex_jax.protocols import PROTOCOL_OPTIONS, PROTOCOLS, plan, read_records, run
+
+    if args.protocol not in PROTOCOLS:
+        raise UsageError(f"--protocol: unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if Path(data).suffix != ".jsonl":
+        raise UsageError(f"--protocol {args.protocol}: --data must be a ../shared/data-style .jsonl file, got {data}")
+    try:
+        planned = plan(args.protocol, read_records(data), labels, relations, **options)
+    except ValueError as exc:  # MalformedRecord included; option names as the command line spells them
+        names = "|".join(name for names in PROTOCOL_OPTIONS.values() for name in names)
+        raise UsageError(re.sub(rf"\b({names})\b", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
+    out = Path(args.output or f"eval_{Path(data).stem}_{args.protocol}.json")
+
+    from relex_jax.compilation_cache import enable_compilation_cache
+    from relex_jax.inference import RelexModel
+
+    enable_compilation_cache(args.compilation_cache)
+    model = RelexModel.from_pretrained(args.model)
+    print(f"evaluating {args.model} on {len(planned.examples)} records of {data} (protocol {args.protocol})",
+          file=sys.stderr)
+    try:
+        model.check_settings(settings)
+        report = run(model, planned, **dataclasses.asdict(settings))
+    except (TypeError, ValueError) as exc:
+        print(f"relex-jax evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    report = {"model": str(args.model), "data": data, **report}
+    write_text_atomically(out, json.dumps(report, indent=2))
+    print(format_protocol_report(report))
+    print(f"report written to {out}", file=sys.stderr)
+    return 0
+
+
+def format_protocol_report(report: dict) -> str:
+    """The headline numbers of a protocol report (`relex_jax.protocols.run`) as text."""
+    if report["protocol"] == "joint":
+        lines = [format_report(report)]
+        for value, scores in report.get("groups", {}).items():
+            lines.append(f"{report['group_by']}={value} ({scores['texts']} texts): entities strict F1 "
+                         f"{scores['entities']['strict']['f1']:.4f}, relations strict F1 "
+                         f"{scores['relations']['strict']['f1']:.4f}")
+        return "\n".join(lines)
+    if report["protocol"] == "document":
+        ents, rels = report["entities"], report["relations"]["micro"]
+        return "\n".join([
+            f"{report['documents']} documents, {len(report['label_groups'])} relation label group(s), "
+            f"given entities: {report['given_entities']}",
+            f"mention entities strict P/R/F1 {ents['strict']['precision']:.4f} {ents['strict']['recall']:.4f} "
+            f"{ents['strict']['f1']:.4f}, boundaries F1 {ents['boundaries']['f1']:.4f}",
+            f"cluster relations P/R/F1 {rels['precision']:.4f} {rels['recall']:.4f} {rels['f1']:.4f}",
+        ])
+    lines = [f"{'m':>3s} {'draws':>5s} {'accuracy':>15s} {'macro F1':>15s} {'micro F1':>8s} {'extract F1':>10s} "
+             f"{'random':>7s} {'frequent acc/macro F1':>21s}"]
+    for size in report["offered_sizes"]:
+        mean, sd = size["mean"], size["sd"]
+        if mean["accuracy"] is None:
+            lines.append(f"{size['m']:3d} {size['draws_with_pairs']:5d}  (no evaluated pairs)")
+            continue
+        lines.append(f"{size['m']:3d} {size['draws_with_pairs']:5d} {mean['accuracy']:7.4f} ± {sd['accuracy']:.3f} "
+                     f"{mean['macro_f1']:7.4f} ± {sd['macro_f1']:.3f} {mean['micro_f1']:8.4f} "
+                     f"{mean['extraction_f1']:10.4f} {mean['random_accuracy']:7.4f} "
+                     f"{mean['most_frequent_accuracy']:10.4f}/{mean['most_frequent_macro_f1']:.4f}")
+    return "\n".join(lines)
 
 
 def format_report(report: dict) -> str:
@@ -504,7 +590,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_inference_arguments(ev)
     ev.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                     help="malformed records: fail (default) or skip them with a count")
-    ev.add_argument("--output", help="JSON report path (default: eval_<data name>.json here; replaced if present)")
+    ev.add_argument("--output", help="JSON report path (default: eval_<data name>.json here, with --protocol "
+                    "eval_<data name>_<protocol>.json; replaced if present)")
+    ev.add_argument("--protocol", default="joint", metavar="NAME",
+                    help="joint (default: entities and relations from the words), given-entities (gold spans given; "
+                         "relation extraction and forced choice) or document (mention clusters); README "
+                         "'Evaluation protocols'")
+    ev.add_argument("--group-by", metavar="FIELD", help="joint: also score per value of this record field (e.g. domain)")
+    ev.add_argument("--offered", type=int, nargs="+", metavar="M",
+                    help="given-entities: offered relation label set sizes (default: all types, once)")
+    ev.add_argument("--draws", type=int, help="given-entities: label subsets drawn per size (default 5)")
+    ev.add_argument("--seed", type=int, help="given-entities: seed of the subset draws (default 0)")
+    ev.add_argument("--per-label", type=int, metavar="N",
+                    help="given-entities: keep at most the first N records per gold relation label")
+    ev.add_argument("--given-entities", action="store_true", help="document: give every gold mention as input span")
+    ev.add_argument("--label-group", type=int, metavar="K",
+                    help="document: offer the relation labels in groups of K, one run per group")
     add_compilation_cache_argument(ev)
     ev.set_defaults(func=evaluate)
     srv = sub.add_parser("serve", help="serve a model over HTTP (JSON API, dynamic batching, Prometheus metrics)")

@@ -35,7 +35,8 @@ from relex_jax.data.labels import normalize_labels
 from relex_jax.data.readers import Example, parse_gliner_record
 from relex_jax.settings import InferenceSettings
 
-__all__ = ["MODES", "entity_metrics", "evaluate", "gliner_evaluate", "prf", "relation_metrics", "score_examples"]
+__all__ = ["MODES", "entity_metrics", "evaluate", "gliner_evaluate", "label_names", "prf", "relation_metrics",
+           "score_examples"]
 
 MODES = ("strict", "boundaries")
 
@@ -167,7 +168,7 @@ def score_examples(examples: Sequence[Example], entities: Sequence[Sequence], re
     }
 
 
-def _names(labels, what: str) -> list[str]:
+def label_names(labels, what: str) -> list[str]:
     """Result names of one label set (a string, a list, or a {name: description} mapping)."""
     if labels is None:
         return []
@@ -179,7 +180,8 @@ def _names(labels, what: str) -> list[str]:
     return names
 
 
-def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_labels=None, **options) -> dict[str, Any]:
+def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_labels=None,
+             groups: Sequence | None = None, **options) -> dict[str, Any]:
     """Run `model` (a `RelexModel`) over the examples' own tokens (`inference_words`, no
     re-splitting) and score its entities and relations against their gold.
 
@@ -189,6 +191,8 @@ def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_la
         entity_labels, relation_labels: the types the model is asked for, in any form `inference`
             takes (a mapping's names are the types scored). Default: the entity / relation types
             present in the examples' gold, sorted; with no relation types, entities only.
+        groups: one value per example (e.g. its CrossRE domain): the scores are also reported
+            per value, from the same model run (keys are the values as strings, sorted).
         options: `InferenceSettings` fields (threshold, relation_threshold, batch_size,
             long_texts, window_size, ...), checked before the model runs.
 
@@ -200,19 +204,23 @@ def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_la
         {"entities": {"strict", "boundaries", "per_type"}, "relations": {same} (see
         `entity_metrics` / `relation_metrics`; `per_type` lists every requested type), "texts": n,
         "entity_types": [...], "relation_types": [...], "settings": {the `InferenceSettings`
-        used}, "seconds": wall time of the model call, "texts_per_second": n / seconds}.
+        used}, "seconds": wall time of the model call, "texts_per_second": n / seconds}; with
+        `groups`, also "groups": {value: {"texts", "entities", "relations"}}.
     """
     settings = InferenceSettings(**options)
     examples = list(examples)
     if not examples:
         raise ValueError("no examples to evaluate")
+    if groups is not None and len(groups) != len(examples):
+        raise ValueError(f"groups must hold one value per example ({len(examples)}), got {len(groups)}")
     if entity_labels is None:
         entity_labels = sorted({label for e in examples for _, _, label in e.entities})
         if not entity_labels:
             raise ValueError("the examples have no gold entities to take entity types from; pass entity_labels")
     if relation_labels is None:
         relation_labels = sorted({label for e in examples for _, _, label in e.relations})
-    entity_types, relation_types = _names(entity_labels, "entity_labels"), _names(relation_labels, "relation_labels")
+    entity_types = label_names(entity_labels, "entity_labels")
+    relation_types = label_names(relation_labels, "relation_labels")
     start = time.perf_counter()
     entities, relations = model.inference_words(
         [list(e.tokens) for e in examples], entity_labels, relation_labels or None, **dataclasses.asdict(settings)
@@ -227,6 +235,15 @@ def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_la
         seconds=seconds,
         texts_per_second=len(examples) / seconds if seconds > 0 else 0.0,
     )
+    if groups is not None:
+        members: dict[str, list[int]] = {}
+        for i, value in enumerate(groups):
+            members.setdefault(str(value), []).append(i)
+        report["groups"] = {
+            value: {"texts": len(rows), **score_examples([examples[i] for i in rows], [entities[i] for i in rows],
+                                                         [relations[i] for i in rows], entity_types, relation_types)}
+            for value, rows in sorted(members.items())
+        }
     return report
 
 
