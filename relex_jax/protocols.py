@@ -47,10 +47,9 @@ logger = logging.getLogger("relex_jax")
 
 PROTOCOLS = ("joint", "given-entities", "document")
 BLANK_WORD = "_"
-# Entity threshold of the given-entities runs. gliner's `input_spans` filter only at decoding: the
-# spans that enter the pair stage are those whose best probability exceeds the threshold (strict),
-# so only 0 lets every given span through whatever the model thinks of it; the cost is that every
-# candidate span of the text is paired (quadratic in words x max_width).
+# Entity threshold of the given-entities runs: the given spans are the relation stage's entities
+# (`relate_input_spans`), and decoding them under threshold 0 (strict) returns every one of them,
+# whatever the model thinks of it.
 GIVEN_ENTITY_THRESHOLD = 0.0
 # Which protocol reads which protocol option (the rest must stay unset).
 PROTOCOL_OPTIONS = {
@@ -244,7 +243,7 @@ def _given_entities(model, plan: Plan, settings: InferenceSettings) -> dict[str,
     `_given_draw`); per size m the draws' mean and sample standard deviation."""
     types, cutoff = plan.relation_types, settings.relation_cutoff
     run_settings = dataclasses.replace(settings, threshold=GIVEN_ENTITY_THRESHOLD, relation_threshold=0.0,
-                                       flat_ner=False, multi_label=False)
+                                       flat_ner=False, multi_label=False, relate_input_spans=True)
     rng = np.random.default_rng(plan.options["seed"])
     sizes, start = [], time.perf_counter()
     for m in plan.options["offered"]:
@@ -438,7 +437,7 @@ def _documents(model, plan: Plan, settings: InferenceSettings) -> dict[str, Any]
     cutoff = settings.relation_cutoff
     if given:
         settings = dataclasses.replace(settings, threshold=GIVEN_ENTITY_THRESHOLD, relation_threshold=cutoff,
-                                       flat_ner=False, multi_label=False)
+                                       flat_ner=False, multi_label=False, relate_input_spans=True)
     words = [list(e.tokens) for e in plan.examples]
     spans = [list(dict.fromkeys(m[:2] for m in d.mentions if m[1] < len(w))) for d, w in zip(docs, words)] if given else None
     groups = _label_groups(plan.relation_types, plan.options["label_group"])
