@@ -15,9 +15,9 @@ train     per seed, one start (benchmarks/conll04.py's `minilm` setting: the pre
           all-MiniLM-L6-v2 under fresh heads drawn from the seed) trained by both sides with the
           same hyper-parameters (conll04.py's `hyper`), the same way conll04.py does; the models
           go to --work/models/<setting>/seed<N>/{relex,gliner} (gliner's converted to relex-jax's
-          format), wall times to --work/runs.jsonl.
+          format), wall times and losses to --results/zeroshot_runs.jsonl.
 evaluate  each kept model, one protocol after another (relex_jax.protocols), appended to
-          --work/evaluations.jsonl with each run's wall time.
+          --results/zeroshot_evaluations.jsonl with each run's wall time.
 report    the tables from those two files (--record appends them to benchmarks/RESULTS.md).
 
 A setting is named by its options: `like-for-like` (both sides, conll04.py's hyper-parameters) or
@@ -42,10 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 from conll04 import build_start, train_gliner, train_relex  # noqa: E402
 from gliner_fixtures import torch  # noqa: E402
-from inference import CompileCounter  # noqa: E402
+from inference import CompileCounter, machine_line  # noqa: E402
+from common import finish  # noqa: E402
 from relex_jax.checkpoint.convert import gliner_to_relex  # noqa: E402
 from relex_jax.data.readers import read_jsonl  # noqa: E402
 from relex_jax.data.zeroshot import build_split  # noqa: E402
+from relex_jax.inference import RelexModel  # noqa: E402
+from relex_jax.protocols import plan, read_records, run  # noqa: E402
 
 SPLIT = ROOT / "configs" / "zeroshot_split.yaml"
 DATA_ROOT = ROOT.parent / "shared" / "data"
@@ -100,9 +103,196 @@ def train(args) -> None:
                 entry = dict(setting=setting, seed=seed, side=side, steps=args.steps, batch_size=args.batch_size,
                              relex_config=args.relex_config, train_texts=len(train_examples), model=str(kept),
                              date=time.strftime("%Y-%m-%d"), **result)
-                append(args.work / "runs.jsonl", entry)
+                append(args.results / "zeroshot_runs.jsonl", entry)
                 print(f"[{setting} seed {seed}] {side}: {result['wall']:.0f} s, loss {result['first_loss']:.1f} -> "
                       f"{result['last_loss']:.1f}; model in {kept}", flush=True)
+
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def tasks(args) -> dict:
+    """The evaluation runs of one model, in order: name -> (data file, protocol options,
+    inference settings). The first picks the threshold (training types, dev) the others use."""
+    docred = dict(label_group=16, window_size=192)
+    return {
+        "dev_threshold": ("dev.jsonl", dict(protocol="joint"), {}),
+        "crossre_joint": ("test_crossre_heldout.jsonl", dict(protocol="joint", group_by="domain"), {}),
+        "crossre_given": ("test_crossre_heldout.jsonl", dict(protocol="given-entities"), {}),
+        "fewrel_given": ("test_fewrel.jsonl", dict(protocol="given-entities", offered=[5, 10, 16], draws=5,
+                                                   per_label=args.fewrel_per_label), {}),
+        "redocred_joint": (f"redocred_first{args.redocred_docs}.jsonl",
+                           dict(protocol="document", label_group=docred["label_group"]),
+                           dict(window_size=docred["window_size"])),
+        "redocred_given": (f"redocred_first{args.redocred_docs}.jsonl",
+                           dict(protocol="document", given_entities=True, label_group=docred["label_group"]),
+                           dict(window_size=docred["window_size"])),
+    }
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def evaluate(args) -> None:
+    """Every task of every trained model of --seeds not yet in evaluations.jsonl, each entry
+    appended as it finishes (a cut run resumes where it stopped)."""
+    data = split_files(args.work)
+    docs = data / f"redocred_first{args.redocred_docs}.jsonl"
+    if not docs.is_file():
+        lines = (data / "test_redocred.jsonl").read_text().splitlines(keepends=True)
+        docs.write_text("".join(lines[:args.redocred_docs]))
+    done = {(e["setting"], e["seed"], e["side"], e["task"]) for e in load_jsonl(args.results / "zeroshot_evaluations.jsonl")}
+    models = [r for r in load_jsonl(args.results / "zeroshot_runs.jsonl") if r["seed"] in args.seeds and r["steps"] == args.steps]
+    for entry in models:
+        key = (entry["setting"], entry["seed"], entry["side"])
+        todo = {name: task for name, task in tasks(args).items() if (*key, name) not in done}
+        if not todo:
+            continue
+        model = RelexModel.from_pretrained(entry["model"], devices=jax.devices()[:1])
+        threshold = next((e["threshold"] for e in load_jsonl(args.results / "zeroshot_evaluations.jsonl")
+                          if (e["setting"], e["seed"], e["side"], e["task"]) == (*key, "dev_threshold")), None)
+        for name, (file, protocol, settings) in todo.items():
+            records = read_records(data / file)
+            protocol = dict(protocol)
+            checked = plan(protocol.pop("protocol"), records, **protocol)
+            started = time.perf_counter()
+            if name == "dev_threshold":
+                reports = {t: run(model, checked, threshold=t, batch_size=32) for t in THRESHOLDS}
+                threshold = max(THRESHOLDS, key=lambda t: (reports[t]["relations"]["strict"]["f1"],
+                                                          reports[t]["entities"]["strict"]["f1"]))
+                report = {"by_threshold": {str(t): {k: r[k]["strict"] for k in ("entities", "relations")}
+                                           for t, r in reports.items()}}
+            else:
+                report = run(model, checked, threshold=threshold, batch_size=32, **settings)
+            wall = time.perf_counter() - started
+            append(args.results / "zeroshot_evaluations.jsonl", dict(setting=key[0], seed=key[1], side=key[2], task=name,
+                                                         threshold=threshold, wall=wall, report=report))
+            print(f"[{key[0]} seed {key[1]} {key[2]}] {name}: {wall:.0f} s (threshold {threshold:g})", flush=True)
+
+
+def side_name(setting: str, side: str) -> str:
+    import gliner
+
+    if side == "gliner":
+        return f"gliner {gliner.__version__} Trainer"
+    return "relex-jax `train`" if setting == "like-for-like" else f"relex-jax `train`, recipe {setting}"
+
+
+def pct(value: float | None, sd: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" + (f" ± {100 * sd:.1f}" if sd else "")
+
+
+def protocol_rows(report_of) -> list[tuple[str, str, str, str]]:
+    """(benchmark, protocol, measure, value) of one model; `report_of(task)` is its report."""
+    rows = []
+    dev = report_of("dev_threshold")
+    if dev:
+        best = max(dev["by_threshold"].values(), key=lambda r: r["relations"]["f1"])
+        rows += [("dev (training types)", "joint", "relation F1 / entity F1 (strict)",
+                  f"{pct(best['relations']['f1'])} / {pct(best['entities']['f1'])}")]
+    crossre = report_of("crossre_joint")
+    if crossre:
+        per = ", ".join(f"{name} {pct(g['relations']['strict']['f1'])}" for name, g in sorted(crossre["groups"].items()))
+        rows += [("CrossRE news+politics, 6 held-out types", "joint",
+                  "relation F1 strict (per domain) / entity F1 strict",
+                  f"{pct(crossre['relations']['strict']['f1'])} ({per}) / {pct(crossre['entities']['strict']['f1'])}")]
+    given = report_of("crossre_given")
+    if given:
+        (size,) = given["offered_sizes"]
+        mean = size["mean"]
+        rows += [("CrossRE news+politics, 6 held-out types", "given-entities, m=6",
+                  "accuracy / macro F1 / extraction F1",
+                  f"{pct(mean['accuracy'])} / {pct(mean['macro_f1'])} / {pct(mean['extraction_f1'])}")]
+    fewrel = report_of("fewrel_given")
+    if fewrel:
+        for size in fewrel["offered_sizes"]:
+            mean, sd = size["mean"], size["sd"]
+            rows += [("FewRel val_wiki, 16 relations", f"given-entities, m={size['m']}", "accuracy / macro F1",
+                      f"{pct(mean['accuracy'], sd['accuracy'])} / {pct(mean['macro_f1'], sd['macro_f1'])}")]
+    for task, mode in (("redocred_joint", "document"), ("redocred_given", "document, given entities")):
+        doc = report_of(task)
+        if doc:
+            rows += [("Re-DocRED test, 96 relations", mode, "relation F1 (clusters) / mention F1 strict",
+                      f"{pct(doc['relations']['micro']['f1'])} / {pct(doc['entities']['strict']['f1'])}")]
+    return rows
+
+
+def baseline_rows(report_of) -> dict[tuple[str, str], str]:
+    """Trivial baselines of the given-entities rows (the same for every model: computed on the data)."""
+    out = {}
+    given = report_of("crossre_given")
+    if given:
+        (size,) = given["offered_sizes"]
+        out[("CrossRE news+politics, 6 held-out types", "given-entities, m=6")] = (
+            f"random {pct(size['mean']['random_accuracy'])}, most frequent {pct(size['mean']['most_frequent_accuracy'])} "
+            f"/ {pct(size['mean']['most_frequent_macro_f1'])} / -")
+    fewrel = report_of("fewrel_given")
+    if fewrel:
+        for size in fewrel["offered_sizes"]:
+            out[("FewRel val_wiki, 16 relations", f"given-entities, m={size['m']}")] = (
+                f"random {pct(size['mean']['random_accuracy'])}, most frequent "
+                f"{pct(size['mean']['most_frequent_accuracy'])} / {pct(size['mean']['most_frequent_macro_f1'])}")
+    return out
+
+
+def report(args) -> None:
+    started = time.perf_counter()
+    runs = [r for r in load_jsonl(args.results / "zeroshot_runs.jsonl") if r["seed"] in args.seeds
+            and r["steps"] == args.steps]
+    evals = load_jsonl(args.results / "zeroshot_evaluations.jsonl")
+    if not runs:
+        sys.exit("error: no trained models of these seeds and steps in zeroshot_runs.jsonl")
+    models = [(r["setting"], r["seed"], r["side"]) for r in runs]
+
+    def report_of(key):
+        return lambda task: next((e["report"] for e in reversed(evals)
+                                  if (e["setting"], e["seed"], e["side"], e["task"]) == (*key, task)), None)
+
+    names = [f"{side_name(s, side)}, seed {seed}" for s, seed, side in models]
+    table = {}
+    for key in models:
+        for bench, protocol, measure, value in protocol_rows(report_of(key)):
+            table.setdefault((bench, protocol, measure), {})[key] = value
+    baselines = baseline_rows(report_of(models[0]))
+    lines = ["| benchmark | protocol | measure (%) | " + " | ".join(names) + " | trivial baseline |",
+             "|---|---|---|" + "---|" * (len(models) + 1)]
+    for (bench, protocol, measure), values in table.items():
+        lines.append(f"| {bench} | {protocol} | {measure} | " + " | ".join(values.get(k, "-") for k in models)
+                     + f" | {baselines.get((bench, protocol), '-')} |")
+    walls = ["| model | train wall (s) | loss first -> last logged | threshold (dev) | evaluation wall (s) per task |",
+             "|---|---|---|---|---|"]
+    for r, name in zip(runs, names):
+        key = (r["setting"], r["seed"], r["side"])
+        mine = [e for e in evals if (e["setting"], e["seed"], e["side"]) == key]
+        threshold = next((e["threshold"] for e in mine), None)
+        walls.append(f"| {name} | {r['wall']:.0f} | {r['first_loss']:.1f} -> {r['last_loss']:.1f} | "
+                     f"{'-' if threshold is None else f'{threshold:g}'} | "
+                     + ", ".join(f"{e['task']} {e['wall']:.0f}" for e in mine) + " |")
+    summary = (
+        f"Zero-shot split configs/zeroshot_split.yaml (types.json lists each part's types): train on CoNLL04 train "
+        f"+ CrossRE ai/literature/music/science train ({runs[0]['train_texts']} sentences) without the held-out "
+        f"relation types (role, physical, temporal, opposite, win-defeat, part-of); {args.steps} optimizer steps of "
+        f"batch {args.batch_size} from benchmarks/conll04.py's `minilm` start (all-MiniLM-L6-v2 under fresh heads "
+        f"drawn from the seed; the same start for both sides), conll04.py's hyper-parameters (AdamW 5e-5 encoder "
+        f"and heads, linear schedule, 10% warmup, clipping 1, summed loss, gliner's collation defaults), gliner's "
+        f"side converted to relex-jax's format. Every model is scored by the same code (relex_jax.protocols) on "
+        f"relation types it never saw, types as natural-language phrases: the threshold (entities and relations) is "
+        f"chosen per model on the dev file (CoNLL04 dev + 60 sentences of each training domain's dev: training types "
+        f"only) among {', '.join(map(str, THRESHOLDS))} by relation F1; CrossRE news+politics test (800 sentences, "
+        f"only the held-out types' relations kept); FewRel val_wiki, the first {args.fewrel_per_label} instances of "
+        f"each of its 16 relations, forced choice among m offered labels (5 seeded draws for m = 5 and 10, mean ± sd "
+        f"over draws); the first {args.redocred_docs} Re-DocRED test documents, relations per entity cluster, the 96 "
+        f"labels offered in groups of 16, windows of 192 words. Trivial baselines are computed on the same pairs: "
+        f"random choice (1/m) and always the most frequent offered label (an oracle prior). Evaluation wall times "
+        f"include compilations. Machine: {machine_line()}"
+    )
+    command = (f"python benchmarks/zeroshot.py report --seeds {' '.join(map(str, args.seeds))} --steps {args.steps} "
+               f"--record")
+    finish("Zero-shot relation extraction from MiniLM: gliner vs relex-jax", command,
+           "\n".join(lines) + "\n\n" + "\n".join(walls), summary, args.record, started)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,11 +300,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("phase", choices=("train", "evaluate", "report"))
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zeroshot",
                         help="built split, kept models and result files (default: runs/zeroshot)")
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent,
+                        help="where zeroshot_runs.jsonl and zeroshot_evaluations.jsonl are appended (default: "
+                             "benchmarks/, committed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--relex-only", action="store_true")
     parser.add_argument("--relex-config", type=json.loads, default={})
+    parser.add_argument("--fewrel-per-label", type=int, default=100,
+                        help="FewRel records per relation (first in file order; default 100 of 700)")
+    parser.add_argument("--redocred-docs", type=int, default=100,
+                        help="Re-DocRED test documents scored (first in file order; default 100 of 500)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
     if args.relex_config and not args.relex_only:
@@ -122,6 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.phase == "train":
         train(args)
+    elif args.phase == "evaluate":
+        evaluate(args)
+    else:
+        report(args)
 
 
 if __name__ == "__main__":
