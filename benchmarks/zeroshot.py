@@ -6,7 +6,7 @@ on the same data, scored on relation types neither saw in training.
     python benchmarks/zeroshot.py evaluate [--seeds 0] [--fewrel-per-label 100]
     python benchmarks/zeroshot.py report --record
 
-The split is configs/zeroshot_split.yaml (built into --work/data with relex_jax.data.zeroshot):
+The split is configs/splits/zeroshot.yaml (built into --work/data with relex_jax.data.zeroshot):
 train on CoNLL04 + four CrossRE domains (ai, literature, music, science) without the held-out
 relation types; test on the held-out types in the two held-out domains (news, politics), on
 FewRel val_wiki's 16 relations and on Re-DocRED test's 96, all renamed to natural-language phrases.
@@ -50,7 +50,7 @@ from relex_jax.data.zeroshot import build_split  # noqa: E402
 from relex_jax.inference import RelexModel  # noqa: E402
 from relex_jax.protocols import plan, read_records, run  # noqa: E402
 
-SPLIT = ROOT / "configs" / "zeroshot_split.yaml"
+SPLIT = ROOT / "configs" / "splits" / "zeroshot.yaml"
 DATA_ROOT = ROOT.parent / "shared" / "data"
 
 
@@ -272,7 +272,7 @@ def report(args) -> None:
                      f"{'-' if threshold is None else f'{threshold:g}'} | "
                      + ", ".join(f"{e['task']} {e['wall']:.0f}" for e in mine) + " |")
     summary = (
-        f"Zero-shot split configs/zeroshot_split.yaml (types.json lists each part's types): train on CoNLL04 train "
+        f"Zero-shot split configs/splits/zeroshot.yaml (types.json lists each part's types): train on CoNLL04 train "
         f"+ CrossRE ai/literature/music/science train ({runs[0]['train_texts']} sentences) without the held-out "
         f"relation types (role, physical, temporal, opposite, win-defeat, part-of); {args.steps} optimizer steps of "
         f"batch {args.batch_size} from benchmarks/conll04.py's `minilm` start (all-MiniLM-L6-v2 under fresh heads "

@@ -1,4 +1,4 @@
-"""The zero-shot split (configs/zeroshot_split.yaml, relex_jax.data.zeroshot): no test-side relation
+"""The zero-shot split (configs/splits/zeroshot.yaml, relex_jax.data.zeroshot): no test-side relation
 type occurs in the training data, and the builder refuses a split in which one would."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from relex_jax.data.zeroshot import build_split, file_types, load_split, type_key
 
 ROOT = Path(__file__).resolve().parents[1]
-SPLIT = ROOT / "configs" / "zeroshot_split.yaml"
+SPLIT = ROOT / "configs" / "splits" / "zeroshot.yaml"
 DATA = ROOT.parent / "shared" / "data"
 
 

@@ -1,7 +1,7 @@
 """Zero-shot splits: training and test files whose relation types are disjoint, built from the
-../shared/data benchmarks by a split file (configs/zeroshot_split.yaml documents the format).
+../shared/data benchmarks by a split file (configs/splits/zeroshot.yaml documents the format).
 
-    python -m relex_jax.data.zeroshot configs/zeroshot_split.yaml runs/zeroshot_data [--data-root DIR]
+    python -m relex_jax.data.zeroshot configs/splits/zeroshot.yaml runs/zeroshot_data [--data-root DIR]
 
 Writes, in the ../shared/data JSON Lines format with types renamed to natural-language phrases:
 train.jsonl, dev.jsonl, test_<name>.jsonl per test set, and types.json (the entity and relation
@@ -39,7 +39,7 @@ def load_split(path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read the split file: {err}") from None
     if not isinstance(split, dict):
-        raise ValueError(f"{path}: a split file is a mapping (see configs/zeroshot_split.yaml)")
+        raise ValueError(f"{path}: a split file is a mapping (see configs/splits/zeroshot.yaml)")
     missing = [key for key in ("train", "test") if not split.get(key)]
     if missing:
         raise ValueError(f"{path}: missing {missing}")
@@ -154,7 +154,7 @@ def build_split(split_path, out_dir, data_root=None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m relex_jax.data.zeroshot", description=__doc__.split("\n")[0])
-    parser.add_argument("split", help="split file, e.g. configs/zeroshot_split.yaml")
+    parser.add_argument("split", help="split file, e.g. configs/splits/zeroshot.yaml")
     parser.add_argument("out", help="directory for the built files")
     parser.add_argument("--data-root", help="where the benchmarks are (default: the split's data_root)")
     args = parser.parse_args(argv)
