@@ -432,9 +432,8 @@ def _evaluate_protocol(args: argparse.Namespace, settings, labels, relations, da
     (data and options checked) before the model loads; problems are one line and exit status 2."""
     import dataclasses
     import json
-    from pathlib import Path
-
     import re
+    from pathlib import Path
 
     from relex_jax.files import write_text_atomically
     from relex_jax.protocols import PROTOCOL_OPTIONS, PROTOCOLS, plan, read_records, run
@@ -443,6 +442,9 @@ def _evaluate_protocol(args: argparse.Namespace, settings, labels, relations, da
         raise UsageError(f"--protocol: unknown protocol {args.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if Path(data).suffix != ".jsonl":
         raise UsageError(f"--protocol {args.protocol}: --data must be a ../shared/data-style .jsonl file, got {data}")
+    if args.on_error != "raise":
+        raise UsageError(f"--protocol {args.protocol} reads every record strictly: --on-error {args.on_error} is "
+                         "not supported with it")
     try:
         planned = plan(args.protocol, read_records(data), labels, relations, **options)
     except ValueError as exc:  # MalformedRecord included; option names as the command line spells them

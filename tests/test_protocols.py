@@ -352,6 +352,11 @@ def test_cli_protocol_needs_jsonl(tmp_path, capsys):
     assert cli.main(["evaluate", "--model", "m", "--data", str(data), "--protocol", "document"]) == 2
     assert capsys.readouterr().err == ("relex-jax evaluate: error: --protocol document: --data must be a "
                                        f"../shared/data-style .jsonl file, got {data}\n")
+    data = tmp_path / "data.jsonl"
+    data.write_text("")
+    assert cli.main(["evaluate", "--model", "m", "--data", str(data), "--protocol", "document",
+                     "--on-error", "skip"]) == 2
+    assert "--on-error skip is not supported with it" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
