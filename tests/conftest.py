@@ -1,18 +1,11 @@
-"""Test-wide JAX setup: 8 simulated CPU devices (for sharding tests), full-precision matmuls, one
-XLA compilation cache for the whole run, and quick compilation."""
+"""Test-wide JAX setup: 8 simulated CPU devices (for sharding tests), full-precision matmuls, and
+one XLA compilation cache for the whole run."""
 
 import os
 import shutil
 import tempfile
 
-# The tests' programs are tiny, so compiling them costs more than running them: LLVM's lowest
-# optimization level compiles them in about half the time (the suite: a third less), with the
-# same XLA graph passes and so the same arithmetic. Set before jax starts a backend; the
-# subprocesses tests start inherit it.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-
-import jax  # noqa: E402
+import jax
 import pytest
 
 from relex_jax.compilation_cache import ENV_VAR, enable_compilation_cache
