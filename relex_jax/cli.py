@@ -376,12 +376,10 @@ def quickstart(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
     from pathlib import Path
 
     from relex_jax.data.readers import MalformedRecord, read_examples
     from relex_jax.evaluation import evaluate as run_evaluation
-    from relex_jax.files import write_text_atomically
 
     try:
         settings = inference_settings(args)
@@ -400,22 +398,33 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"relex-jax evaluate: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output or f"eval_{Path(data.split(':')[-1]).stem or 'data'}.json")
+    return _run_evaluation(
+        args, settings, data, out, f"{len(examples)} texts of {data}",
+        lambda model: run_evaluation(model, examples, labels, relations, **dataclasses.asdict(settings)),
+        format_report)
+
+
+def _run_evaluation(args: argparse.Namespace, settings, data: str, out, what: str, score, summary) -> int:
+    """The model half of `evaluate` (arguments and data already checked): load the model, check
+    the settings against it, `score(model)` -> report, written to `out` and summarised (`summary`)."""
+    import json
 
     from relex_jax.compilation_cache import enable_compilation_cache
+    from relex_jax.files import write_text_atomically
     from relex_jax.inference import RelexModel
 
     enable_compilation_cache(args.compilation_cache)
     model = RelexModel.from_pretrained(args.model)
-    print(f"evaluating {args.model} on {len(examples)} texts of {data}", file=sys.stderr)
+    print(f"evaluating {args.model} on {what}", file=sys.stderr)
     try:
         model.check_settings(settings)
-        report = run_evaluation(model, examples, labels, relations, **dataclasses.asdict(settings))
+        report = score(model)
     except (TypeError, ValueError) as exc:  # settings the model cannot run, label sets, a text it cannot take
         print(f"relex-jax evaluate: error: {exc}", file=sys.stderr)
         return 2
     report = {"model": str(args.model), "data": data, **report}
     write_text_atomically(out, json.dumps(report, indent=2))
-    print(format_report(report))
+    print(summary(report))
     print(f"report written to {out}", file=sys.stderr)
     return 0
 
@@ -431,11 +440,9 @@ def _evaluate_protocol(args: argparse.Namespace, settings, labels, relations, da
     """`evaluate --protocol` (or joint with --group-by): JSON Lines records, the protocol planned
     (data and options checked) before the model loads; problems are one line and exit status 2."""
     import dataclasses
-    import json
     import re
     from pathlib import Path
 
-    from relex_jax.files import write_text_atomically
     from relex_jax.protocols import PROTOCOL_OPTIONS, PROTOCOLS, plan, read_records, run
 
     if args.protocol not in PROTOCOLS:
@@ -451,25 +458,9 @@ def _evaluate_protocol(args: argparse.Namespace, settings, labels, relations, da
         names = "|".join(name for names in PROTOCOL_OPTIONS.values() for name in names)
         raise UsageError(re.sub(rf"\b({names})\b", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))) from None
     out = Path(args.output or f"eval_{Path(data).stem}_{args.protocol}.json")
-
-    from relex_jax.compilation_cache import enable_compilation_cache
-    from relex_jax.inference import RelexModel
-
-    enable_compilation_cache(args.compilation_cache)
-    model = RelexModel.from_pretrained(args.model)
-    print(f"evaluating {args.model} on {len(planned.examples)} records of {data} (protocol {args.protocol})",
-          file=sys.stderr)
-    try:
-        model.check_settings(settings)
-        report = run(model, planned, **dataclasses.asdict(settings))
-    except (TypeError, ValueError) as exc:
-        print(f"relex-jax evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    report = {"model": str(args.model), "data": data, **report}
-    write_text_atomically(out, json.dumps(report, indent=2))
-    print(format_protocol_report(report))
-    print(f"report written to {out}", file=sys.stderr)
-    return 0
+    return _run_evaluation(args, settings, data, out,
+                           f"{len(planned.examples)} records of {data} (protocol {args.protocol})",
+                           lambda model: run(model, planned, **dataclasses.asdict(settings)), format_protocol_report)
 
 
 def format_protocol_report(report: dict) -> str:

@@ -35,8 +35,8 @@ from relex_jax.data.labels import normalize_labels
 from relex_jax.data.readers import Example, parse_gliner_record
 from relex_jax.settings import InferenceSettings
 
-__all__ = ["MODES", "entity_metrics", "evaluate", "gliner_evaluate", "label_names", "prf", "relation_metrics",
-           "score_examples"]
+__all__ = ["MODES", "entity_metrics", "evaluate", "gliner_evaluate", "gold_labels", "label_names", "prf",
+           "relation_metrics", "score_examples"]
 
 MODES = ("strict", "boundaries")
 
@@ -180,6 +180,18 @@ def label_names(labels, what: str) -> list[str]:
     return names
 
 
+def gold_labels(examples: Sequence[Example], entity_labels=None, relation_labels=None):
+    """The label sets to ask for: those given, else the types of the examples' gold (sorted);
+    no gold entity type to fall back on is an error."""
+    if entity_labels is None:
+        entity_labels = sorted({label for e in examples for _, _, label in e.entities})
+        if not entity_labels:
+            raise ValueError("the examples have no gold entities to take entity types from; pass entity_labels")
+    if relation_labels is None:
+        relation_labels = sorted({label for e in examples for _, _, label in e.relations})
+    return entity_labels, relation_labels
+
+
 def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_labels=None,
              groups: Sequence | None = None, **options) -> dict[str, Any]:
     """Run `model` (a `RelexModel`) over the examples' own tokens (`inference_words`, no
@@ -213,12 +225,7 @@ def evaluate(model, examples: Iterable[Example], entity_labels=None, relation_la
         raise ValueError("no examples to evaluate")
     if groups is not None and len(groups) != len(examples):
         raise ValueError(f"groups must hold one value per example ({len(examples)}), got {len(groups)}")
-    if entity_labels is None:
-        entity_labels = sorted({label for e in examples for _, _, label in e.entities})
-        if not entity_labels:
-            raise ValueError("the examples have no gold entities to take entity types from; pass entity_labels")
-    if relation_labels is None:
-        relation_labels = sorted({label for e in examples for _, _, label in e.relations})
+    entity_labels, relation_labels = gold_labels(examples, entity_labels, relation_labels)
     entity_types = label_names(entity_labels, "entity_labels")
     relation_types = label_names(relation_labels, "relation_labels")
     start = time.perf_counter()

@@ -35,6 +35,7 @@ from relex_jax.data.readers import Example, MalformedRecord, parse_jsonl_record
 from relex_jax.evaluation import (
     entity_metrics,
     evaluate,
+    gold_labels,
     label_names,
     prf,
     relation_metrics,
@@ -155,14 +156,9 @@ def plan(protocol: str, records: Sequence[Mapping], entity_labels=None, relation
     examples = [parse_jsonl_record({**r, "tokens": _words(r.get("tokens"))}, f"record {i}")
                 for i, r in enumerate(records)]
     documents = [_document(r, ex, i) for i, (r, ex) in enumerate(zip(records, examples))] if protocol == "document" else None
-    if entity_labels is None:
-        gold = ({m[2] for d in documents for m in d.mentions} if documents is not None
-                else {label for e in examples for _, _, label in e.entities})
-        entity_labels = sorted(gold)
-        if not entity_labels:
-            raise ValueError("the records have no gold entities to take entity types from; give entity labels")
-    if relation_labels is None:
-        relation_labels = sorted({label for e in examples for _, _, label in e.relations})
+    if entity_labels is None and documents is not None:  # documents: the mentions' types
+        entity_labels = sorted({m[2] for d in documents for m in d.mentions}) or None
+    entity_labels, relation_labels = gold_labels(examples, entity_labels, relation_labels)
     entity_types = label_names(entity_labels, "entity_labels")
     relation_types = label_names(relation_labels, "relation_labels")
     if protocol != "joint" and not relation_types:
