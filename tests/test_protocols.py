@@ -92,7 +92,8 @@ def test_document_protocol_counts_cluster_triples_once():
     report = run(model, planned, threshold=0.4)
     assert report["label_groups"] == [["founded", "located in"], ["works for"]]
     assert [call["relations"] for call in model.calls] == [["founded", "located in"], ["works for"]]
-    assert all(call["input_spans"] is None and call["threshold"] == 0.4 for call in model.calls)
+    assert all(call["input_spans"] is None and call["threshold"] == 0.4 and not call["relate_input_spans"]
+               for call in model.calls)
     # Gold triples (deduplicated): A (c0, c1, works for), (c1, c2, located in); B (c0, c1, founded).
     # Predicted: A (c0, c1, wf) tp, (p, c1, wf) fp, (c1, p, li) fp; B (c0, c1, founded) tp.
     # tp 2, fp 2, fn 1 (A's located in): P 1/2, R 2/3.
@@ -118,7 +119,7 @@ def test_document_given_entities_supplies_every_mention_at_threshold_zero():
     (call,) = model.calls
     assert call["input_spans"] == [[(0, 1), (6, 6), (3, 3), (9, 10)], [(0, 0), (4, 4), (2, 2)]]
     assert call["threshold"] == GIVEN_ENTITY_THRESHOLD == 0.0 and call["relation_threshold"] == 0.75
-    assert call["flat_ner"] is False and call["multi_label"] is False
+    assert call["flat_ner"] is False and call["multi_label"] is False and call["relate_input_spans"] is True
     assert report["given_entities"] is True and report["relation_types"] == ["founded", "located in", "works for"]
     # (8, 8) is not given, so its relations are gone: A (c0, c1, wf) tp (the fake ignores the
     # threshold); B tp; fn A (c1, c2, li). P 1, R 2/3.
@@ -174,6 +175,7 @@ def test_forced_choice_extraction_and_baselines_with_all_types():
     (call,) = model.calls
     assert call["input_spans"] == [[(0, 0), (2, 2)]] * 3 + [[(0, 0), (2, 2), (4, 4)]]
     assert call["threshold"] == 0.0 and call["relation_threshold"] == 0.0 and call["flat_ner"] is False
+    assert call["relate_input_spans"] is True  # pairs between exactly the given spans
     (size,) = report["offered_sizes"]
     assert size["m"] == 3 and len(size["draws"]) == 1
     draw = size["draws"][0]

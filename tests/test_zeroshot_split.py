@@ -97,6 +97,16 @@ def test_held_out_types_leave_training_and_a_leak_is_refused(tmp_path):
         build_split(split, tmp_path / "out2", root)
 
 
+def test_a_malformed_source_line_is_named(tmp_path):
+    root = tmp_path / "data"
+    _write_jsonl(root / "a.jsonl", [_record(["usage"])])
+    (root / "a.jsonl").write_text((root / "a.jsonl").read_text() + '{"tokens": ["x"], "entities": [{"start": 0}]}\n')
+    split = tmp_path / "split.yaml"
+    split.write_text("train: [a.jsonl]\ntest: {t: {sources: [a.jsonl]}}\n")
+    with pytest.raises(ValueError, match=r"a.jsonl: line 2: not a record of the ../shared/data format"):
+        build_split(split, tmp_path / "out", root)
+
+
 def test_a_malformed_split_file_is_refused_clearly(tmp_path):
     split = tmp_path / "split.yaml"
     split.write_text("train: [a.jsonl]\n")

@@ -79,7 +79,23 @@ def _records(root: Path, entries) -> Iterator[dict]:
             for n, line in enumerate(f):
                 if limit is not None and n >= limit:
                     break
-                yield json.loads(line)
+                yield _record(line, path, n + 1)
+
+
+def _record(line: str, path: Path, number: int) -> dict:
+    """One line of a benchmark file, checked for what the split reads (typed entities, typed
+    relations), so that a bad line is named instead of failing later with a KeyError."""
+    try:
+        record = json.loads(line)
+        ok = (isinstance(record, dict) and isinstance(record.get("entities"), list)
+              and all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in record["entities"])
+              and all(isinstance(r, dict) and isinstance(r.get("type"), str) for r in record.get("relations", [])))
+    except json.JSONDecodeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: line {number}: not a record of the ../shared/data format "
+                         "(a JSON object with typed `entities` and `relations`)")
+    return record
 
 
 def _renamed(record: dict, entity_names: dict, relation_names: dict, keep) -> dict:
