@@ -2,7 +2,8 @@
 
 `from_gliner_dict` accepts a `gliner_config.json` dict; every field we do not interpret is kept
 verbatim in `extra`, so `to_gliner_dict` writes back what gliner wrote. The backbone config
-(`encoder_config`) is read by its `model_type` (`relex_jax.modeling.encoders`).
+(`encoder_config`) is read by its `model_type` (`relex_jax.modeling.encoder_configs`). Nothing here
+imports JAX: a runtime without it reads model configs too.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from relex_jax.modeling.adjacency import MODES as ADJACENCY_MODES
-from relex_jax.modeling.bert import BertConfig
-from relex_jax.modeling.deberta import DebertaConfig
-from relex_jax.modeling.encoders import encoder_config
-from relex_jax.modeling.triples import MODES as TRIPLES_MODES
+from relex_jax.modeling.encoder_configs import BertConfig, DebertaConfig, encoder_config
+
+# The adjacency heads (`relex_jax.modeling.adjacency`) and triple scorers (`...modeling.triples`)
+# by gliner's names; kept here so the config reads without JAX.
+ADJACENCY_MODES = ("dot", "mlp", "attention", "bilinear", "gcn", "gat")
+TRIPLES_MODES = (
+    "UM", "SE", "TransE", "TransH", "TransF", "PairRE", "TripleRE",
+    "DistMult", "SimplE", "DistMA", "ComplEx", "QuatE", "HolE",
+    "TuckER", "ERMLP", "ConvKB",
+)  # fmt: skip
 
 PARAMETRIC_TRIPLES = ("TransH", "TransF", "PairRE", "TripleRE", "TuckER", "ERMLP", "ConvKB")
 

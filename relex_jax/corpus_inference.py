@@ -382,7 +382,7 @@ def predict_corpus(model, corpus: Corpus, run: RunDirectory, labels, relations, 
     defaults to `current_shard()`. Returns counts and timing of this call's work."""
     from tqdm import tqdm
 
-    from relex_jax.inference import TextError
+    from relex_jax.host import TextError
 
     index, count = current_shard() if shard is None else shard
     manifest = run.manifest()

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -31,9 +31,7 @@ from relex_jax.data.processor import (
     PACKED_ROW_BUCKETS,
     _bucket,
     build_batch,
-    encode_prompted,
     split_words,
-    window_starts,
 )
 from relex_jax.decoding import (
     EntitySpan,
@@ -45,40 +43,28 @@ from relex_jax.decoding import (
     relations_to_dicts,
 )
 from relex_jax.modeling.relex import RelexModule, RelexOutput, SpanScores
+from relex_jax.host import (  # noqa: F401 (TextError, WordEntity, WordRelation: re-exported)
+    Piece,
+    TextError,
+    WordEntity,
+    WordRelation,
+    bucket_rows,
+    char_spans_to_words,
+    check_positions,
+    check_word_spans,
+    check_words_tokenize,
+    given_entities,
+    load_tokenizer,
+    packing_option,
+    piece_spans,
+    scorable_spans,
+    slots,
+    split_pieces,
+)
 from relex_jax.settings import InferenceSettings
 
 logger = logging.getLogger("relex_jax")
 
-MIN_ENTITY_CAP = 8  # smallest entity cap E of the relation stage (fewer distinct caps, fewer compiles)
-
-
-class _Piece(NamedTuple):
-    """The words of one text (or one window of it) that go through the model as one row."""
-
-    text: int  # index into the caller's texts
-    offset: int  # word position of words[0] in the text
-    words: list[str]
-
-
-class WordEntity(NamedTuple):
-    """An entity found by `RelexModel.inference_words`, in the text's word positions."""
-
-    start: int  # first word (inclusive)
-    end: int  # last word (inclusive)
-    label: str
-    score: float
-    class_probs: dict[str, float] | None = None  # with `return_class_probs`
-    vectors: dict[str, np.ndarray] | None = None  # with `return_vectors` / `return_label_vectors` (gliner's keys)
-
-
-class WordRelation(NamedTuple):
-    """A relation found by `RelexModel.inference_words`; head / tail index the text's entities."""
-
-    head: int
-    tail: int
-    label: str
-    score: float
-    vectors: dict[str, np.ndarray] | None = None  # with `return_vectors` / `return_label_vectors` (gliner's keys)
 
 
 @dataclasses.dataclass
@@ -121,7 +107,7 @@ class RelexModel:
         else:
             raise FileNotFoundError(f"{path} holds neither {RELEX_CONFIG} (relex-jax) nor {GLINER_CONFIG} (gliner)")
         module = RelexModule(config) if dtype is None else RelexModule(config, dtype=dtype)
-        return cls(config, module, variables, _load_tokenizer(model_dir), Path(model_dir), devices=devices)
+        return cls(config, module, variables, load_tokenizer(model_dir), Path(model_dir), devices=devices)
 
     @functools.cached_property
     def _stages(self):
@@ -174,7 +160,7 @@ class RelexModel:
                 f"{needed} spans passed threshold {threshold} in one text, more than max_entities={max_entities}; "
                 "raise max_entities or the threshold, or pass max_entities=None to size it automatically"
             )
-        cap = max_entities or _slots(needed)
+        cap = max_entities or slots(needed)
         edge = None if adjacency_threshold is None else np.float32(adjacency_threshold)
         span_mask, entity_prompt_mask = inputs[span_at], inputs[span_at + 2]
         out = relate(self.variables, scores, span_mask, entity_prompt_mask, np.float32(threshold), edge, max_entities=cap)
@@ -275,7 +261,7 @@ class RelexModel:
         settings = InferenceSettings(
             threshold=threshold, adjacency_threshold=adjacency_threshold, relation_threshold=relation_threshold,
             flat_ner=flat_ner, multi_label=multi_label, batch_size=batch_size, long_texts=long_texts,
-            window_size=window_size, window_stride=window_stride, packing=_packing(packing, packing_config),
+            window_size=window_size, window_stride=window_stride, packing=packing_option(packing, packing_config),
             return_class_probs=return_class_probs, return_vectors=return_vectors,
             return_label_vectors=return_label_vectors, relate_input_spans=relate_input_spans,
         )
@@ -285,7 +271,7 @@ class RelexModel:
             if not isinstance(text, str):
                 raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
         splits = [split_words(text) for text in texts]
-        word_spans = None if input_spans is None else _char_spans_to_words(input_spans, splits)
+        word_spans = None if input_spans is None else char_spans_to_words(input_spans, splits)
         results = self._extract([words for words, _, _ in splits], labels, relations, settings, return_relations,
                                 word_spans)
         all_entities, all_relations = [], []
@@ -363,8 +349,8 @@ class RelexModel:
                 if not word.strip():
                     raise ValueError(f"text {i}: word {j} ({word!r}) is empty or whitespace; every word needs a token")
             texts.append(list(text_words))
-        word_spans = None if input_spans is None else _check_word_spans(input_spans, texts)
-        self._check_words_tokenize(texts)
+        word_spans = None if input_spans is None else check_word_spans(input_spans, texts)
+        check_words_tokenize(self.tokenizer, texts)
         results = self._extract(texts, labels, relations, settings, True, word_spans)
         entities = [[WordEntity(s.start, s.end, s.label, s.score, s.class_probs, s.vectors) for s in spans]
                     for spans, _ in results]
@@ -461,13 +447,13 @@ class RelexModel:
             if text_words and not entity_sets[i].prompts:
                 raise ValueError(f"text {i} has no entity labels: name at least one type to extract")
         if word_spans is not None:
-            word_spans = self._scorable_spans(word_spans)
+            word_spans = scorable_spans(word_spans, self.config.max_width)
         if settings.relate_input_spans and (word_spans is None or any(spans is None for spans in word_spans)):
             raise ValueError("relate_input_spans needs input_spans, a list of spans for every text: the spans to "
                              "score relations between")
 
-        pieces = self._pieces(words, settings)
-        self._check_positions(pieces, entity_sets, relation_sets)
+        pieces = split_pieces(words, settings, self.config)
+        check_positions(self.tokenizer, self.config, pieces, entity_sets, relation_sets)
         results: list[list[tuple[list[EntitySpan], list[Relation]]]] = [[] for _ in words]
         order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].words))
         for chunk in range(0, len(order), settings.batch_size):
@@ -485,76 +471,13 @@ class RelexModel:
                 merged.append(merge_windows(windows, settings.flat_ner, settings.multi_label, relation_sets[i].names))
         return merged
 
-    def _scorable_spans(self, word_spans: list[list[tuple[int, int]] | None]) -> list[list[tuple[int, int]] | None]:
-        """Leave out, with a warning, `input_spans` wider than the model's `max_width` words:
-        the model has no score for them."""
-        k = self.config.max_width
-        wide = [(i, span) for i, spans in enumerate(word_spans) for span in spans or () if span[1] - span[0] >= k]
-        if wide:
-            logger.warning("%d input span(s) wider than max_width=%d words cannot be scored and are left out, the "
-                           "first in text %d: words %d-%d", len(wide), k, wide[0][0], *wide[0][1])
-        return [None if spans is None else [span for span in spans if span[1] - span[0] < k] for spans in word_spans]
-
-    def _check_words_tokenize(self, words: list[list[str]]) -> None:
-        """Refuse a word the tokenizer maps to no tokens (it would shift every later word)."""
-        if self.tokenizer is None:
-            return  # `_extract` says why nothing can be tokenized
-        distinct = list(dict.fromkeys(w for text_words in words for w in text_words))
-        encodings = self.tokenizer.encode_batch([[w] for w in distinct], is_pretokenized=True, add_special_tokens=False)
-        empty = {w for w, e in zip(distinct, encodings) if not e.ids}
-        if empty:
-            i, j = next((i, j) for i, text_words in enumerate(words) for j, w in enumerate(text_words) if w in empty)
-            raise TextError(
-                i, f"text {i}: word {j} ({words[i][j]!r}) has no tokens in this tokenizer, which would shift every "
-                f"later word; drop or replace it ({len(empty)} such distinct words in all)"
-            )
-
-    def _pieces(self, words: list[list[str]], settings: InferenceSettings) -> list[_Piece]:
-        """Split texts into model rows: whole texts, windows of long ones, or truncated ones."""
-        size, stride = settings.windows(self.config)
-        pieces = []
-        for i, text_words in enumerate(words):
-            if not text_words:
-                continue
-            if len(text_words) <= size:
-                pieces.append(_Piece(i, 0, text_words))
-            elif settings.long_texts == "truncate":
-                logger.warning("text %d has %d words; truncated to its first %d (long_texts='truncate')",
-                               i, len(text_words), size)
-                pieces.append(_Piece(i, 0, text_words[:size]))
-            else:
-                pieces.extend(_Piece(i, s, text_words[s : s + size]) for s in window_starts(len(text_words), size, stride))
-        return pieces
-
-    def _check_positions(self, pieces: list[_Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet]):
-        """Absolute position embeddings have a fixed table; a longer row would index past it
-        (jit clamps such indices silently). Every piece is checked before the first batch, and
-        the first too long is refused, naming its text."""
-        enc, cfg = self.config.encoder, self.config
-        if not enc.position_biased_input or not pieces:
-            return
-        encodings, _ = encode_prompted(
-            self.tokenizer, [p.words for p in pieces], [entity_sets[p.text].prompts for p in pieces],
-            [relation_sets[p.text].prompts for p in pieces], ent_token=cfg.ent_token, sep_token=cfg.sep_token,
-            rel_token=cfg.rel_token,
-        )
-        for piece, encoding in zip(pieces, encodings):
-            if len(encoding.ids) > enc.max_position_embeddings:
-                raise TextError(
-                    piece.text,
-                    f"text {piece.text} (words {piece.offset}-{piece.offset + len(piece.words) - 1}) needs "
-                    f"{len(encoding.ids)} tokens with its prompt, but this encoder's "
-                    f"absolute positions stop at {enc.max_position_embeddings}; use a smaller window_size "
-                    "or fewer labels",
-                )
-
-    def _run(self, pieces: list[_Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet],
+    def _run(self, pieces: list[Piece], entity_sets: list[LabelSet], relation_sets: list[LabelSet],
              settings: InferenceSettings, return_relations: bool, word_spans=None):
         """Forward and decode one batch of pieces (packed into rows when `settings.packing`, or
         one padded row each); spans come back in text word positions."""
         cfg = self.config
         row_tokens = settings.row_tokens()
-        rows = _bucket_rows(len(pieces), len(self.devices))
+        rows = bucket_rows(len(pieces), len(self.devices))
         # filler rows repeat a real one (dropped below); packed, they are empty text slots instead
         padded = pieces if row_tokens else pieces + [pieces[-1]] * (rows - len(pieces))
         ents = [entity_sets[p.text] for p in padded]
@@ -575,8 +498,8 @@ class RelexModel:
         else:
             inputs = batch.model_inputs()
         n = len(pieces)
-        allowed = None if word_spans is None else [_piece_spans(word_spans[p.text], p) for p in pieces]
-        given = _given_entities(allowed, rows, cfg.max_width) if settings.relate_input_spans else None
+        allowed = None if word_spans is None else [piece_spans(word_spans[p.text], p) for p in pieces]
+        given = given_entities(allowed, rows, cfg.max_width) if settings.relate_input_spans else None
         scores, out = self._forward(inputs, settings.threshold, adjacency_threshold=settings.adjacency_threshold,
                                     packed=bool(row_tokens), keep_prompts=settings.return_label_vectors, given=given)
         spans = decode_entities(np.asarray(out.entity_logits)[:n], batch.text_lengths[:n], None,
@@ -625,11 +548,11 @@ class RelexModel:
         """gliner's vector outputs for one batch's decoded spans and relations (rows of the span
         stage, spans in the row's word positions): host-built indices of the decoded results,
         one gather on the devices (`RelexModule.vectors`); only the vectors of the decoded results
-        (padded to a few sizes, `_slots`) come back to the host."""
+        (padded to a few sizes, `slots`) come back to the host."""
         rows = scores.entity_logits.shape[0]
-        span_index = np.zeros((rows, _slots(max(map(len, spans)))), np.int32)
+        span_index = np.zeros((rows, slots(max(map(len, spans)))), np.int32)
         class_index = np.zeros_like(span_index)
-        pair_index = np.zeros((rows, _slots(max(map(len, relations))), 2), np.int32)
+        pair_index = np.zeros((rows, slots(max(map(len, relations))), 2), np.int32)
         relation_index = np.zeros(pair_index.shape[:2], np.int32)
         for b, row in enumerate(spans):
             for i, span in enumerate(row):
@@ -655,116 +578,3 @@ class RelexModel:
         return spans, relations
 
 
-def _slots(count: int) -> int:
-    """A static size that holds `count`: the next power of two, at least `MIN_ENTITY_CAP`."""
-    return max(MIN_ENTITY_CAP, 1 << max(count - 1, 0).bit_length())
-
-
-def _packing(packing: bool | int, packing_config) -> bool | int:
-    """`inference`'s packing from relex-jax's `packing` or gliner's `packing_config` (its
-    `max_length` is our row length), not both."""
-    if packing_config is None:
-        return packing
-    if packing is not False:
-        raise ValueError("give packing or packing_config (gliner's), not both")
-    max_length = getattr(packing_config, "max_length", None)
-    if type(max_length) is not int or max_length < 1:
-        raise ValueError(f"packing_config needs a positive integer max_length, got {packing_config!r}")
-    return max_length
-
-
-class TextError(ValueError):
-    """A text the model cannot take (`text`: its index in the call), raised before any batch runs."""
-
-    def __init__(self, text: int, message: str):
-        super().__init__(message)
-        self.text = text
-
-
-def _char_spans_to_words(input_spans, splits) -> list[list[tuple[int, int]] | None]:
-    """`inference`'s `input_spans` (character offsets per text) -> (start, end) word spans (end
-    inclusive). A span whose ends are not word boundaries is left out with a warning."""
-    if isinstance(input_spans, (str, Mapping)) or len(input_spans) != len(splits):
-        raise ValueError(f"input_spans must hold one entry per text ({len(splits)}): None or a list of "
-                         "{'start': char, 'end': char} dicts")
-    out, unaligned = [], []
-    for i, (spans, (_, starts, ends)) in enumerate(zip(input_spans, splits)):
-        if spans is None:
-            out.append(None)
-            continue
-        word_of_start = {c: w for w, c in enumerate(starts)}
-        word_of_end = {c: w for w, c in enumerate(ends)}
-        words = []
-        for span in spans:
-            if not isinstance(span, Mapping) or not {"start", "end"} <= span.keys():
-                raise ValueError(f"input_spans[{i}]: expected {{'start': char, 'end': char}} dicts, got {span!r}")
-            start, end = word_of_start.get(span["start"]), word_of_end.get(span["end"])
-            if start is None or end is None or end < start:
-                unaligned.append((i, span))
-            else:
-                words.append((start, end))
-        out.append(words)
-    if unaligned:
-        logger.warning("%d input span(s) do not start and end on word boundaries and are left out, the first in "
-                       "text %d: %r", len(unaligned), unaligned[0][0], dict(unaligned[0][1]))
-    return out
-
-
-def _check_word_spans(input_spans, words: list[list[str]]) -> list[list[tuple[int, int]] | None]:
-    """`inference_words`'s `input_spans`: per text None or (start, end) word pairs inside the text."""
-    if isinstance(input_spans, (str, Mapping)) or len(input_spans) != len(words):
-        raise ValueError(f"input_spans must hold one entry per text ({len(words)}): None or (start, end) word pairs")
-    out = []
-    for i, (spans, text_words) in enumerate(zip(input_spans, words)):
-        if spans is None:
-            out.append(None)
-            continue
-        pairs = []
-        for span in spans:
-            if not (len(span) == 2 and all(type(x) is int for x in span) and 0 <= span[0] <= span[1] < len(text_words)):
-                raise ValueError(f"input_spans[{i}]: {span!r} is not a (start, end) pair of word positions inside "
-                                 f"the text's {len(text_words)} words (end inclusive)")
-            pairs.append((span[0], span[1]))
-        out.append(pairs)
-    return out
-
-
-def _piece_spans(spans: list[tuple[int, int]] | None, piece: _Piece) -> list[tuple[int, int]] | None:
-    """A text's allowed spans that lie whole in one piece (window), in the piece's positions."""
-    if spans is None:
-        return None
-    last = piece.offset + len(piece.words) - 1
-    return [(s - piece.offset, e - piece.offset) for s, e in spans if piece.offset <= s and e <= last]
-
-
-def _given_entities(spans: list[list[tuple[int, int]] | None], rows: int, max_width: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The relation stage's entities for `relate_input_spans`: per text slot, the flat index
-    start * K + width of each given span (sorted, as the threshold selection orders them) and
-    its mask, under a cap of a few static sizes (`_slots`)."""
-    flat = [sorted({s * max_width + e - s for s, e in row or ()}) for row in spans]
-    index = np.zeros((rows, _slots(max(map(len, flat), default=0))), np.int32)
-    mask = np.zeros(index.shape, bool)
-    for b, row in enumerate(flat):
-        index[b, :len(row)], mask[b, :len(row)] = row, True
-    return index, mask
-
-
-def _bucket_rows(rows: int, devices: int) -> int:
-    """Rows per forward: the next power of two (few shapes), a multiple of the device count."""
-    padded = 1 << (rows - 1).bit_length()
-    return -(-padded // devices) * devices
-
-
-def _load_tokenizer(model_dir: Path):
-    from tokenizers import Tokenizer
-
-    file = Path(model_dir) / "tokenizer.json"
-    if not file.is_file():
-        return None
-    tokenizer = Tokenizer.from_file(str(file))
-    # Padding and truncation saved in tokenizer.json are transformers' per-call settings; gliner
-    # overrides them on every call (pad per batch, no practical truncation), and so do we.
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer

@@ -13,6 +13,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from relex_jax.modeling.encoder_configs import ACTIVATION_NAMES, check_activation
+
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -40,13 +42,10 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
     "linear": lambda x: x,
 }
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES, "the configs' name list must match this table"
 
 
 def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
     """Return the activation called `name`, or raise naming the supported ones."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"unsupported activation {name!r}; supported: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+    check_activation(name)
+    return ACTIVATIONS[name]

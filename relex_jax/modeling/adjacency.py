@@ -20,12 +20,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from relex_jax.config import ADJACENCY_MODES
 from relex_jax.modeling.mlp import Linear
 
 Dtype = Any
 
 NUM_HEADS = 8  # gliner never passes `nhead`, so its default holds
-MODES = ("dot", "mlp", "attention", "bilinear", "gcn", "gat")
+MODES = ADJACENCY_MODES
 _ALIASES = {"attn": "attention"}
 
 

@@ -19,15 +19,13 @@ run in float32, whatever `dtype` is.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from relex_jax.modeling.activations import get_activation
 from relex_jax.modeling.deberta import (
     DebertaIntermediate,
     DenseResidualNorm,
@@ -39,86 +37,12 @@ from relex_jax.modeling.deberta import (
     stack_layer_params,
     unstack_layer_params,
 )
+from relex_jax.modeling.encoder_configs import BertConfig
 from relex_jax.modeling.precision import einsum_f32
 
 Dtype = Any
 
 __all__ = ["BertConfig", "BertModel", "stack_layer_params", "unstack_layer_params"]
-
-
-@dataclasses.dataclass(frozen=True)
-class BertConfig:
-    """The fields of `transformers.BertConfig` that change an encoder-only forward pass.
-
-    Defaults are the ones `transformers` uses when a key is missing from `config.json`.
-    """
-
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    position_embedding_type: str = "absolute"
-
-    def __post_init__(self):
-        if self.position_embedding_type != "absolute":
-            raise ValueError(
-                f"position_embedding_type {self.position_embedding_type!r} is not supported: only 'absolute' "
-                "BERT position embeddings are implemented (transformers 5 dropped 'relative_key' and "
-                "'relative_key_query' too)"
-            )
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        if self.type_vocab_size < 1:
-            raise ValueError(f"type_vocab_size must be at least 1 (BERT always adds a token-type embedding), "
-                             f"got {self.type_vocab_size}")
-        get_activation(self.hidden_act)
-
-    @classmethod
-    def from_hf_dict(cls, hf: Mapping[str, Any]) -> "BertConfig":
-        """Build from a `config.json` dict; keys that do not affect the encoder are ignored."""
-        model_type = hf.get("model_type", "bert")
-        if model_type != "bert":
-            raise ValueError(f"expected a BERT config (model_type 'bert'), got {model_type!r}")
-        for flag in ("is_decoder", "add_cross_attention"):
-            if hf.get(flag):
-                raise ValueError(f"{flag}=true makes a causal / cross-attending BERT decoder; only encoders are supported")
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in hf.items() if k in names}
-        for name in ("pad_token_id", "position_embedding_type"):  # null in config.json: the default
-            if kwargs.get(name) is None:
-                kwargs.pop(name, None)
-        return cls(**kwargs)
-
-    def to_hf_dict(self) -> dict[str, Any]:
-        """The `config.json` fields `transformers.BertConfig` reads back to this config."""
-        return {**dataclasses.asdict(self), "model_type": "bert"}
-
-    @property
-    def head_size(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def position_biased_input(self) -> bool:
-        """BERT always adds absolute positions (DeBERTa's config makes it a choice): inputs are
-        limited to `max_position_embeddings` tokens."""
-        return True
-
-    @property
-    def scanned_layers_start(self) -> int:
-        """First layer that `scan_layers=True` stacks (all of them; see `stack_layer_params`)."""
-        return 0
 
 
 class BertModule(nn.Module):

@@ -16,7 +16,6 @@ Two deliberate differences in *how* (not *what*) we compute:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Mapping
 
@@ -26,128 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from relex_jax.modeling.activations import get_activation
+from relex_jax.modeling.encoder_configs import DEBERTA_V3_ATTENTION, DebertaConfig  # noqa: F401 (re-exported)
 from relex_jax.modeling.precision import einsum_f32
 
 Dtype = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class DebertaConfig:
-    """The fields of `transformers.DebertaV2Config` that change the forward pass.
-
-    Defaults are the ones `transformers` uses when a key is missing from `config.json`
-    (including the attributes the PyTorch modules read with `getattr(config, name, default)`).
-    """
-
-    vocab_size: int = 128100
-    hidden_size: int = 1536
-    num_hidden_layers: int = 24
-    num_attention_heads: int = 24
-    intermediate_size: int = 6144
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 0
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-7
-    relative_attention: bool = False
-    max_relative_positions: int = -1
-    position_buckets: int = -1
-    position_biased_input: bool = True
-    pos_att_type: tuple[str, ...] = ()
-    share_att_key: bool = False
-    norm_rel_ebd: tuple[str, ...] = ("none",)
-    embedding_size: int | None = None
-    attention_head_size: int | None = None
-    conv_kernel_size: int = 0
-    conv_groups: int = 1
-    conv_act: str = "tanh"
-    pad_token_id: int = 0
-
-    def __post_init__(self):
-        # Accept the "a|b" string form config.json files use for the two list-valued fields.
-        for name in ("pos_att_type", "norm_rel_ebd"):
-            value = getattr(self, name)
-            if value is None:
-                value = ()
-            if isinstance(value, str):
-                value = value.lower().split("|")
-            object.__setattr__(self, name, tuple(v.strip().lower() for v in value))
-        unknown = set(self.pos_att_type) - {"c2p", "p2c"}
-        if unknown:
-            raise ValueError(f"pos_att_type may only contain 'c2p' and 'p2c', got {sorted(unknown)}")
-        if self.attention_head_size is None and self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        if self.conv_kernel_size > 0 and self.conv_kernel_size % 2 == 0:
-            raise ValueError(
-                f"conv_kernel_size must be odd (got {self.conv_kernel_size}): with an even kernel the "
-                "PyTorch ConvLayer changes the sequence length and fails"
-            )
-        get_activation(self.hidden_act)
-        get_activation(self.conv_act)
-
-    @classmethod
-    def from_hf_dict(cls, hf: Mapping[str, Any]) -> "DebertaConfig":
-        """Build from a `config.json` dict; keys that do not affect the encoder are ignored."""
-        model_type = hf.get("model_type", "deberta-v2")
-        if model_type != "deberta-v2":
-            raise ValueError(f"expected a DeBERTa-v2/v3 config (model_type 'deberta-v2'), got {model_type!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in hf.items() if k in names}
-        if kwargs.get("pad_token_id") is None:
-            kwargs.pop("pad_token_id", None)
-        return cls(**kwargs)
-
-    def to_hf_dict(self) -> dict[str, Any]:
-        """The `config.json` fields `transformers.DebertaV2Config` reads back to this config."""
-        out = dataclasses.asdict(self)
-        out["pos_att_type"] = list(self.pos_att_type)
-        out["norm_rel_ebd"] = "|".join(self.norm_rel_ebd)
-        out["model_type"] = "deberta-v2"
-        return {k: v for k, v in out.items() if v is not None}
-
-    @property
-    def head_size(self) -> int:
-        return self.attention_head_size or self.hidden_size // self.num_attention_heads
-
-    @property
-    def word_embedding_size(self) -> int:
-        return self.embedding_size or self.hidden_size
-
-    @property
-    def max_relative_distance(self) -> int:
-        """`max_relative_positions`, falling back to `max_position_embeddings` as transformers does."""
-        return self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
-
-    @property
-    def attention_span(self) -> int:
-        """Half the number of relative-position embeddings an attention layer uses."""
-        return self.position_buckets if self.position_buckets > 0 else self.max_relative_distance
-
-    @property
-    def scale_factor(self) -> int:
-        return 1 + len(set(self.pos_att_type))
-
-    @property
-    def scanned_layers_start(self) -> int:
-        """First layer that `scan_layers=True` stacks: layer 0 stays apart when the conv follows it."""
-        return 1 if self.conv_kernel_size > 0 else 0
-
-
-# The relative-attention settings every released DeBERTa-v3 (xsmall ... large) uses.
-DEBERTA_V3_ATTENTION: dict[str, Any] = dict(
-    relative_attention=True,
-    position_buckets=256,
-    max_relative_positions=-1,
-    pos_att_type="p2c|c2p",
-    share_att_key=True,
-    norm_rel_ebd="layer_norm",
-    position_biased_input=False,
-)
 
 
 # ----------------------------------------------------------------------------------------------

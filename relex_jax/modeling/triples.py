@@ -28,15 +28,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from relex_jax.config import TRIPLES_MODES
 from relex_jax.modeling.mlp import Linear
 
 Dtype = Any
 
-MODES = (
-    "UM", "SE", "TransE", "TransH", "TransF", "PairRE", "TripleRE",
-    "DistMult", "SimplE", "DistMA", "ComplEx", "QuatE", "HolE",
-    "TuckER", "ERMLP", "ConvKB",
-)  # fmt: skip
+MODES = TRIPLES_MODES
 # ord of torch.linalg.norm per norm-based mode; gliner's score is -min(||x||_p ** 1.0, 10).
 NORM_P = {"UM": 2, "SE": 2, "TransE": 1, "TransH": 2, "TransF": 2, "PairRE": 2, "TripleRE": 2}
 CLAMP_NORM = 10.0

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from relex_jax.inference import TextError
+from relex_jax.host import TextError
 from relex_jax.serve.batcher import Batcher, ShuttingDown
 from relex_jax.serve.metrics import Metrics
 from relex_jax.serve.schema import RequestError, ServeConfig, parse_request
