@@ -77,15 +77,16 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 
 def save_relex_dir(
     out, config: RelexConfig, variables, tokenizer_dir: Path | None, overwrite: bool = False,
-    gliner_only: dict[str, np.ndarray] | None = None, extra_files: Mapping[str, str] | None = None,
+    gliner_only: dict[str, np.ndarray] | None = None, extra_files: Mapping[str, str | bytes] | None = None,
 ) -> Path:
-    """Write a relex-jax model directory (see module docstring). `extra_files` (name -> text) are
-    written into it too, so they appear atomically with the model (e.g. the training run's best.json)."""
+    """Write a relex-jax model directory (see module docstring). `extra_files` (name -> text or
+    bytes) are written into it too, so they appear atomically with the model (e.g. the training
+    run's best.json, an export's programs)."""
     import orbax.checkpoint as ocp
 
     def fill(tmp: Path):
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+            (tmp / name).write_bytes(text) if isinstance(text, bytes) else (tmp / name).write_text(text)
         if gliner_only:
             from safetensors.numpy import save_file
 

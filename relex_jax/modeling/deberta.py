@@ -67,19 +67,47 @@ def relative_table_rows(seq_len: int, attention_span: int, bucket_size: int, max
     return c2p.astype(np.int32), p2c.astype(np.int32)
 
 
+@functools.lru_cache(maxsize=16)
+def saturation_distance(attention_span: int, bucket_size: int, max_position: int) -> int:
+    """The distance from which on every row `relative_table_rows` gives is clipped to the table's
+    end (the bucket only grows with the distance): rows of longer distances equal its rows."""
+    far = np.arange(4 * max(attention_span, max_position, 1) + 2)
+    bucket = log_bucket_position(far, bucket_size, max_position) if bucket_size > 0 and max_position > 0 else far
+    saturated = np.nonzero(bucket >= attention_span)[0]
+    if not len(saturated):
+        raise ValueError(f"relative positions never saturate (span {attention_span}, buckets {bucket_size}, "
+                         f"max position {max_position})")
+    return int(saturated[0])
+
+
+def relative_rows(seq_len, attention_span: int, bucket_size: int, max_position: int):
+    """`relative_table_rows` as arrays, for a static `seq_len` or a symbolic one (`jax.export`).
+
+    A symbolic length cannot index numpy: the rows are then looked up by distance, clipped at
+    `saturation_distance`, in the table of that distance (a gather of 2T-1 small integers).
+    """
+    if isinstance(seq_len, int):
+        return tuple(map(jnp.asarray, relative_table_rows(seq_len, attention_span, bucket_size, max_position)))
+    far = saturation_distance(attention_span, bucket_size, max_position)
+    tables = relative_table_rows(far + 1, attention_span, bucket_size, max_position)  # entry r: distance far - r
+    delta = (seq_len - 1) - jax.lax.iota(jnp.int32, 2 * seq_len - 1)
+    index = far - jnp.clip(delta, -far, far)
+    return tuple(jnp.asarray(table)[index] for table in tables)
+
+
 def shift_relative_to_absolute(scores: jax.Array) -> jax.Array:
     """(..., T, 2T-1) scores indexed by r = j + (T-1) - i  ->  (..., T, T) indexed by key j.
 
     out[i, j] = scores[i, j + T - 1 - i]. Flattening the last two axes makes that element sit at
     i * (2T - 2) + j + (T - 1), so dropping T-1 leading elements and re-folding with row length
-    2T-2 lines every row up: a copy, no gather.
+    2T-2 lines every row up: a copy, no gather. (`lax.slice_in_dim` rather than indexing: the
+    same op, but it also takes a symbolic T, whose bounds indexing cannot normalise.)
     """
     *lead, t, width = scores.shape
     if t == 1:
         return scores
-    flat = scores.reshape(*lead, t * width)
-    flat = flat[..., t - 1 : t - 1 + t * (width - 1)]
-    return flat.reshape(*lead, t, width - 1)[..., :t]
+    flat = jax.lax.slice_in_dim(scores.reshape(*lead, -1), t - 1, t - 1 + t * (width - 1), axis=-1)
+    return jax.lax.slice_in_dim(flat.reshape(*lead, t, -1), 0, t, axis=-1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,17 +219,16 @@ class DisentangledSelfAttention(DebertaModule):
         if cfg.relative_attention and cfg.pos_att_type:
             rel = nn.Dropout(cfg.hidden_dropout_prob)(rel_embeddings, deterministic=deterministic)
             rel = rel[: 2 * cfg.attention_span].astype(dt)
-            c2p_rows, p2c_rows = relative_table_rows(
-                seq_len, cfg.attention_span, cfg.position_buckets, cfg.max_relative_distance
-            )
+            c2p_rows, p2c_rows = relative_rows(seq_len, cfg.attention_span, cfg.position_buckets,
+                                               cfg.max_relative_distance)
             if "c2p" in cfg.pos_att_type:
                 pos_key_proj = key_proj if cfg.share_att_key else projection("pos_key_proj")
-                pos_key = split_heads(pos_key_proj(rel[jnp.asarray(c2p_rows)]))  # (h, 2T-1, d)
+                pos_key = split_heads(pos_key_proj(rel[c2p_rows]))  # (h, 2T-1, d)
                 c2p = einsum_f32("bhqd,hrd->bhqr", query, pos_key)
                 scores = scores + shift_relative_to_absolute(c2p) / scale
             if "p2c" in cfg.pos_att_type:
                 pos_query_proj = query_proj if cfg.share_att_key else projection("pos_query_proj")
-                pos_query = split_heads(pos_query_proj(rel[jnp.asarray(p2c_rows)]))
+                pos_query = split_heads(pos_query_proj(rel[p2c_rows]))
                 p2c = einsum_f32("bhkd,hrd->bhkr", key, pos_query)
                 scores = scores + jnp.swapaxes(shift_relative_to_absolute(p2c), -1, -2) / scale
 

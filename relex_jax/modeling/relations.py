@@ -72,11 +72,13 @@ def pair_representations(pair_mlp, entities, deterministic: bool = True):
 def pair_chunk_rows(size: int, width: int, chunk_elements: int | None = None) -> int:
     """Head rows per chunk for E = `size` entities and hidden width `width` (4D): all E when the
     whole grid fits in `chunk_elements` (default `PAIR_CHUNK_ELEMENTS`), else as many as fit, at
-    least 1, evened out over the same number of chunks so the last chunk is not mostly padding."""
+    least 1, evened out over the same number of chunks so the last chunk is not mostly padding.
+    A symbolic E (`jax.export`) gets the same arithmetic as an expression, without the all-E
+    shortcut (which compares sizes), so its program always maps over chunks."""
     limit = PAIR_CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
-    if size * size * width <= limit:
+    if not jax.export.is_symbolic_dim(size) and size * size * width <= limit:
         return size
-    chunks = -(-size // max(1, limit // (size * width)))
+    chunks = -(-size // jax.core.max_dim(1, limit // (size * width)))
     return -(-size // chunks)
 
 
@@ -104,7 +106,7 @@ def relation_logits(
         return jnp.einsum("bijh,bhr->bijr", hidden, folded) + offset[:, None, None, :]
 
     rows = pair_chunk_rows(size, heads.shape[-1], chunk_elements)
-    if rows == size:
+    if not jax.export.is_symbolic_dim(size) and rows == size:
         return score(heads)
     chunks = -(-size // rows)
     padded = jnp.pad(heads, ((0, 0), (0, chunks * rows - size), (0, 0)))
