@@ -10,6 +10,8 @@ The split is configs/splits/zeroshot.yaml (built into --work/data with relex_jax
 train on CoNLL04 + four CrossRE domains (ai, literature, music, science) without the held-out
 relation types; test on the held-out types in the two held-out domains (news, politics), on
 FewRel val_wiki's 16 relations and on Re-DocRED test's 96, all renamed to natural-language phrases.
+--split configs/splits/zeroshot_wide.yaml adds Re-DocRED dev, read as sentences, to training (97
+relation types instead of 16) and keeps only the held-out Re-DocRED test relations.
 
 train     per seed, one start (benchmarks/conll04.py's `minilm` setting: the pretrained
           all-MiniLM-L6-v2 under fresh heads drawn from the seed) trained by both sides with the
@@ -46,28 +48,36 @@ from inference import CompileCounter, machine_line  # noqa: E402
 from common import finish  # noqa: E402
 from relex_jax.checkpoint.convert import gliner_to_relex  # noqa: E402
 from relex_jax.data.readers import read_jsonl  # noqa: E402
-from relex_jax.data.zeroshot import build_split  # noqa: E402
+from relex_jax.data.zeroshot import build_split, load_split  # noqa: E402
 from relex_jax.inference import RelexModel  # noqa: E402
 from relex_jax.protocols import plan, read_records, run  # noqa: E402
 
-SPLIT = ROOT / "configs" / "splits" / "zeroshot.yaml"
+SPLIT = ROOT / "configs" / "splits" / "zeroshot.yaml"  # the default split; --split picks another
 DATA_ROOT = ROOT.parent / "shared" / "data"
 
 
 def setting_name(args) -> str:
+    """The setting's name; a split other than the default prefixes it (`zeroshot_wide/...`)."""
     if not args.relex_only:
-        return "like-for-like"
-    digest = hashlib.sha256(json.dumps(args.relex_config, sort_keys=True).encode()).hexdigest()[:8]
-    return f"relex-{digest}"
+        name = "like-for-like"
+    else:
+        digest = hashlib.sha256(json.dumps(args.relex_config, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"relex-{digest}"
+    return name if args.split == SPLIT else f"{args.split.stem}/{name}"
 
 
-def split_files(work: Path) -> Path:
+def split_of(entry: dict) -> str:
+    """The split file a runs.jsonl entry was trained on (entries before --split: the default)."""
+    return entry.get("split", SPLIT.relative_to(ROOT).as_posix())
+
+
+def split_files(args) -> Path:
     """The built split (built once; rebuilt when the split file is newer)."""
-    data = work / "data"
-    if not (data / "types.json").is_file() or (data / "types.json").stat().st_mtime < SPLIT.stat().st_mtime:
+    data = args.work / "data"
+    if not (data / "types.json").is_file() or (data / "types.json").stat().st_mtime < args.split.stat().st_mtime:
         if not DATA_ROOT.is_dir():
             sys.exit(f"error: {DATA_ROOT} not found (the benchmark reads ../shared/data)")
-        build_split(SPLIT, data, DATA_ROOT)
+        build_split(args.split, data, DATA_ROOT)
     return data
 
 
@@ -77,7 +87,7 @@ def append(path: Path, entry: dict) -> None:
 
 
 def train(args) -> None:
-    data = split_files(args.work)
+    data = split_files(args)
     train_examples = read_jsonl(data / "train.jsonl")
     records = [ex.to_gliner() for ex in train_examples]
     torch.set_num_threads(os.cpu_count() or 1)
@@ -100,7 +110,8 @@ def train(args) -> None:
                 kept = args.work / "models" / setting / f"seed{seed}" / side
                 shutil.rmtree(kept, ignore_errors=True)
                 shutil.copytree(trained, kept)
-                entry = dict(setting=setting, seed=seed, side=side, steps=args.steps, batch_size=args.batch_size,
+                entry = dict(setting=setting, split=args.split.relative_to(ROOT).as_posix(), seed=seed, side=side,
+                             steps=args.steps, batch_size=args.batch_size,
                              relex_config=args.relex_config, train_texts=len(train_examples), model=str(kept),
                              date=time.strftime("%Y-%m-%d"), **result)
                 append(args.results / "zeroshot_runs.jsonl", entry)
@@ -134,16 +145,23 @@ def load_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def selected_runs(args) -> list[dict]:
+    """The trained models of --split, --seeds and --steps, from zeroshot_runs.jsonl."""
+    split = args.split.relative_to(ROOT).as_posix()
+    return [r for r in load_jsonl(args.results / "zeroshot_runs.jsonl")
+            if split_of(r) == split and r["seed"] in args.seeds and r["steps"] == args.steps]
+
+
 def evaluate(args) -> None:
     """Every task of every trained model of --seeds not yet in evaluations.jsonl, each entry
     appended as it finishes (a cut run resumes where it stopped)."""
-    data = split_files(args.work)
+    data = split_files(args)
     docs = data / f"redocred_first{args.redocred_docs}.jsonl"
     if not docs.is_file():
         lines = (data / "test_redocred.jsonl").read_text().splitlines(keepends=True)
         docs.write_text("".join(lines[:args.redocred_docs]))
     done = {(e["setting"], e["seed"], e["side"], e["task"]) for e in load_jsonl(args.results / "zeroshot_evaluations.jsonl")}
-    models = [r for r in load_jsonl(args.results / "zeroshot_runs.jsonl") if r["seed"] in args.seeds and r["steps"] == args.steps]
+    models = selected_runs(args)
     for entry in models:
         key = (entry["setting"], entry["seed"], entry["side"])
         todo = {name: task for name, task in tasks(args).items() if (*key, name) not in done}
@@ -215,7 +233,7 @@ def protocol_rows(report_of) -> list[tuple[str, str, str, str]]:
     for task, mode in (("redocred_joint", "document"), ("redocred_given", "document, given entities")):
         doc = report_of(task)
         if doc:
-            rows += [("Re-DocRED test, 96 relations", mode, "relation F1 (clusters) / mention F1 strict",
+            rows += [("Re-DocRED test, unseen relations", mode, "relation F1 (clusters) / mention F1 strict",
                       f"{pct(doc['relations']['micro']['f1'])} / {pct(doc['entities']['strict']['f1'])}")]
     return rows
 
@@ -240,8 +258,7 @@ def baseline_rows(report_of) -> dict[tuple[str, str], str]:
 
 def report(args) -> None:
     started = time.perf_counter()
-    runs = [r for r in load_jsonl(args.results / "zeroshot_runs.jsonl") if r["seed"] in args.seeds
-            and r["steps"] == args.steps]
+    runs = selected_runs(args)
     evals = load_jsonl(args.results / "zeroshot_evaluations.jsonl")
     if not runs:
         sys.exit("error: no trained models of these seeds and steps in zeroshot_runs.jsonl")
@@ -271,26 +288,31 @@ def report(args) -> None:
         walls.append(f"| {name} | {r['wall']:.0f} | {r['first_loss']:.1f} -> {r['last_loss']:.1f} | "
                      f"{'-' if threshold is None else f'{threshold:g}'} | "
                      + ", ".join(f"{e['task']} {e['wall']:.0f}" for e in mine) + " |")
+    split = load_split(args.split)
+    built = json.loads((split_files(args) / "types.json").read_text())
+    train_sources = ", ".join(source if isinstance(source, str) else source["path"] + (" (as sentences)" if
+                              source.get("sentences") else "") for source in split["train"])
     summary = (
-        f"Zero-shot split configs/splits/zeroshot.yaml (types.json lists each part's types): train on CoNLL04 train "
-        f"+ CrossRE ai/literature/music/science train ({runs[0]['train_texts']} sentences) without the held-out "
-        f"relation types (role, physical, temporal, opposite, win-defeat, part-of); {args.steps} optimizer steps of "
+        f"Zero-shot split {split_of(runs[0])} (types.json lists each part's types): train on {train_sources} "
+        f"({runs[0]['train_texts']} records, {len(built['types']['train']['relations'])} relation types) without the "
+        f"held-out relation types ({', '.join(split['held_out_relations'])}); {args.steps} optimizer steps of "
         f"batch {args.batch_size} from benchmarks/conll04.py's `minilm` start (all-MiniLM-L6-v2 under fresh heads "
         f"drawn from the seed; the same start for both sides), conll04.py's hyper-parameters (AdamW 5e-5 encoder "
-        f"and heads, linear schedule, 10% warmup, clipping 1, summed loss, gliner's collation defaults), gliner's "
-        f"side converted to relex-jax's format. Every model is scored by the same code (relex_jax.protocols) on "
-        f"relation types it never saw, types as natural-language phrases: the threshold (entities and relations) is "
-        f"chosen per model on the dev file (CoNLL04 dev + 60 sentences of each training domain's dev: training types "
-        f"only) among {', '.join(map(str, THRESHOLDS))} by relation F1; CrossRE news+politics test (800 sentences, "
-        f"only the held-out types' relations kept); FewRel val_wiki, the first {args.fewrel_per_label} instances of "
-        f"each of its 16 relations, forced choice among m offered labels (5 seeded draws for m = 5 and 10, mean ± sd "
-        f"over draws); the first {args.redocred_docs} Re-DocRED test documents, relations per entity cluster, the 96 "
+        f"and heads, linear schedule, 10% warmup, clipping 1, summed loss, gliner's collation defaults) unless a "
+        f"recipe says otherwise, gliner's side converted to relex-jax's format. Every model is scored by the same "
+        f"code (relex_jax.protocols) on relation types it never saw, types as natural-language phrases: the threshold "
+        f"(entities and relations) is chosen per model on the dev file (CoNLL04 dev + 60 sentences of each training "
+        f"domain's dev: training types only) among {', '.join(map(str, THRESHOLDS))} by relation F1; CrossRE "
+        f"news+politics test (800 sentences, only the held-out types' relations kept); FewRel val_wiki, the first "
+        f"{args.fewrel_per_label} instances of each of its 16 relations, forced choice among m offered labels (5 "
+        f"seeded draws for m = 5 and 10, mean ± sd over draws); the first {args.redocred_docs} Re-DocRED test "
+        f"documents, relations per entity cluster, its {len(built['types']['test_redocred']['relations'])} relation "
         f"labels offered in groups of 16, windows of 192 words. Trivial baselines are computed on the same pairs: "
         f"random choice (1/m) and always the most frequent offered label (an oracle prior). Evaluation wall times "
         f"include compilations. Machine: {machine_line()}"
     )
-    command = (f"python benchmarks/zeroshot.py report --seeds {' '.join(map(str, args.seeds))} --steps {args.steps} "
-               f"--record")
+    command = (f"python benchmarks/zeroshot.py report --split {split_of(runs[0])} --seeds "
+               f"{' '.join(map(str, args.seeds))} --steps {args.steps} --record")
     finish("Zero-shot relation extraction from MiniLM: gliner vs relex-jax", command,
            "\n".join(lines) + "\n\n" + "\n".join(walls), summary, args.record, started)
 
@@ -298,8 +320,11 @@ def report(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("phase", choices=("train", "evaluate", "report"))
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zeroshot",
-                        help="built split, kept models and result files (default: runs/zeroshot)")
+    parser.add_argument("--split", type=Path, default=SPLIT,
+                        help="split file (default configs/splits/zeroshot.yaml; configs/splits/zeroshot_wide.yaml "
+                             "adds Re-DocRED dev's relation types to training)")
+    parser.add_argument("--work", type=Path,
+                        help="built split, kept models and result files (default: runs/<split file's stem>)")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent,
                         help="where zeroshot_runs.jsonl and zeroshot_evaluations.jsonl are appended (default: "
                              "benchmarks/, committed)")
@@ -314,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="Re-DocRED test documents scored (first in file order; default 100 of 500)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args(argv)
+    args.split = args.split.resolve()
+    if not args.split.is_file() or not args.split.is_relative_to(ROOT):
+        parser.error(f"--split {args.split}: not a split file of this repository (configs/splits/)")
+    args.work = args.work or ROOT / "runs" / args.split.stem
     if args.relex_config and not args.relex_only:
         parser.error("--relex-config is for relex-jax's own recipes: add --relex-only")
     args.work.mkdir(parents=True, exist_ok=True)

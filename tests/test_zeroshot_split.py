@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from relex_jax.data.zeroshot import build_split, file_types, load_split, type_key
+from relex_jax.data.zeroshot import build_split, document_sentences, file_types, load_split, type_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = ROOT / "configs" / "splits" / "zeroshot.yaml"
+WIDE = ROOT / "configs" / "splits" / "zeroshot_wide.yaml"
 DATA = ROOT.parent / "shared" / "data"
 
 
@@ -115,3 +116,45 @@ def test_a_malformed_split_file_is_refused_clearly(tmp_path):
     split.write_text("train: [a.jsonl]\ntest: {t: {sources: [b.jsonl], relations: some}}\n")
     with pytest.raises(ValueError, match="must be `all` or `held_out`"):
         load_split(split)
+
+
+def test_a_document_is_read_as_sentences():
+    """Two sentences: mentions become entities of their sentence (a span listed twice once), a
+    cluster relation holds between every head and tail mention sharing a sentence, and a
+    relation whose clusters never share a sentence is not kept."""
+    document = {
+        "id": "doc", "tokens": ["Ann", "met", "Bob", "in", "Oslo", ".", "Ann", "left", "Oslo", "."],
+        "sentence_starts": [0, 6],
+        "entities": [
+            {"type": "PER", "mentions": [{"start": 0, "end": 1, "type": "PER"}, {"start": 6, "end": 7, "type": "PER"},
+                                         {"start": 0, "end": 1, "type": "PER"}]},
+            {"type": "PER", "mentions": [{"start": 2, "end": 3, "type": "PER"}]},
+            {"type": "LOC", "mentions": [{"start": 4, "end": 5, "type": "LOC"}, {"start": 8, "end": 9, "type": "LOC"}]},
+        ],
+        "relations": [{"head": 0, "tail": 2, "type": "visited"}, {"head": 1, "tail": 0, "type": "knows"}],
+    }
+    first, second = document_sentences(document)
+    assert first["tokens"] == ["Ann", "met", "Bob", "in", "Oslo", "."] and first["id"] == "doc-s0"
+    assert [(e["start"], e["end"], e["type"]) for e in first["entities"]] == [(0, 1, "PER"), (2, 3, "PER"), (4, 5, "LOC")]
+    assert first["relations"] == [{"head": 0, "tail": 2, "type": "visited"}, {"head": 1, "tail": 0, "type": "knows"}]
+    assert second["tokens"] == ["Ann", "left", "Oslo", "."]
+    assert [(e["start"], e["end"]) for e in second["entities"]] == [(0, 1), (2, 3)]  # in sentence positions
+    assert second["relations"] == [{"head": 0, "tail": 1, "type": "visited"}]  # Bob is not in it: no "knows"
+    with pytest.raises(ValueError, match="needs a document with `sentence_starts`"):
+        list(document_sentences({"tokens": ["a"], "entities": []}))
+
+
+def test_the_wide_split_holds_out_fewrel_properties_from_redocred_training(tmp_path):
+    if not (DATA / "docred").is_dir() or not (DATA / "fewrel").is_dir() or not (DATA / "crossre").is_dir():
+        pytest.skip(f"{DATA} not present: the split is built from the shared benchmarks")
+    summary = build_split(WIDE, tmp_path, DATA)
+    trained = {type_key(t) for t in _relation_types_in(tmp_path / "train.jsonl")}
+    assert len(trained) > 90, "Re-DocRED dev's relation types are in training"
+    for path in tmp_path.glob("test_*.jsonl"):
+        seen = {type_key(t) for t in _relation_types_in(path)}
+        assert seen and not seen & trained, (path.name, sorted(seen & trained))
+    # every Re-DocRED property that is one of FewRel's is out of training, by P-id (read independently)
+    fewrel = set(json.loads((DATA / "fewrel" / "rel_info_val_wiki.json").read_text()))
+    docred = json.loads((DATA / "docred" / "rel_info.json").read_text())
+    assert {type_key(docred[p]) for p in fewrel if p in docred} <= {type_key(t) for t in summary["types"]["test_redocred"]["relations"]}
+    assert not {type_key(docred[p]) for p in fewrel if p in docred} & trained

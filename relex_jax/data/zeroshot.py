@@ -23,7 +23,7 @@ import yaml
 
 from relex_jax.files import write_text_atomically
 
-__all__ = ["build_split", "file_types", "load_split", "type_key"]
+__all__ = ["build_split", "document_sentences", "file_types", "load_split", "type_key"]
 
 
 def type_key(name: str) -> str:
@@ -60,18 +60,19 @@ def load_split(path) -> dict[str, Any]:
     return split
 
 
-def _sources(entries) -> Iterator[tuple[str, int | None]]:
+def _sources(entries) -> Iterator[tuple[str, int | None, bool]]:
+    """(path, limit, sentences) of each source entry: a path, or {path, limit, sentences}."""
     for entry in entries:
         if isinstance(entry, str):
-            yield entry, None
+            yield entry, None, False
         elif isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            yield entry["path"], entry.get("limit")
+            yield entry["path"], entry.get("limit"), bool(entry.get("sentences", False))
         else:
-            raise ValueError(f"a source is a path or {{path, limit}}, got {entry!r}")
+            raise ValueError(f"a source is a path or {{path, limit, sentences}}, got {entry!r}")
 
 
 def _records(root: Path, entries) -> Iterator[dict]:
-    for relative, limit in _sources(entries):
+    for relative, limit, sentences in _sources(entries):
         path = root / relative
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (the split reads the ../shared/data benchmarks)")
@@ -79,7 +80,39 @@ def _records(root: Path, entries) -> Iterator[dict]:
             for n, line in enumerate(f):
                 if limit is not None and n >= limit:
                     break
-                yield _record(line, path, n + 1)
+                record = _record(line, path, n + 1)
+                if sentences:
+                    yield from document_sentences(record, f"{path}: line {n + 1}")
+                else:
+                    yield record
+
+
+def document_sentences(document: dict, where: str = "document") -> Iterator[dict]:
+    """A Re-DocRED document as sentence records for sentence-level training: each mention in the
+    sentence becomes an entity (with the mention's type; a span listed twice counts once), and a
+    cluster relation becomes a relation between every mention of its head and every mention of
+    its tail in that sentence. Relations whose head and tail never share a sentence are not
+    kept (a sentence-level model cannot see them); sentences without mentions are skipped."""
+    starts = document.get("sentence_starts")
+    if not isinstance(starts, list) or not starts:
+        raise ValueError(f"{where}: `sentences: true` needs a document with `sentence_starts`")
+    ends = starts[1:] + [len(document["tokens"])]
+    for k, (start, end) in enumerate(zip(starts, ends)):
+        entities, index = [], {}  # index: (cluster, span) -> entity position in the sentence
+        for c, cluster in enumerate(document["entities"]):
+            for mention in cluster.get("mentions") or []:
+                span = (mention["start"], mention["end"])
+                if start <= span[0] and span[1] <= end and (c, span) not in index:
+                    index[(c, span)] = len(entities)
+                    entities.append({"start": span[0] - start, "end": span[1] - start,
+                                     "type": mention.get("type", cluster["type"])})
+        if not entities:
+            continue
+        relations = [{"head": index[h], "tail": index[t], "type": r["type"]}
+                     for r in document.get("relations", [])
+                     for h in index if h[0] == r["head"] for t in index if t[0] == r["tail"]]
+        yield {"id": f"{document.get('id', where)}-s{k}", "tokens": document["tokens"][start:end],
+               "entities": entities, "relations": relations}
 
 
 def _record(line: str, path: Path, number: int) -> dict:
