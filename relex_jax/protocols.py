@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from relex_jax.data.readers import Example, MalformedRecord, parse_jsonl_record
+from relex_jax.data.readers import BLANK_WORD, Example, MalformedRecord, parse_jsonl_record, replace_blank_words
 from relex_jax.evaluation import (
     entity_metrics,
     evaluate,
@@ -47,7 +47,6 @@ __all__ = ["BLANK_WORD", "GIVEN_ENTITY_THRESHOLD", "PROTOCOLS", "Plan", "plan", 
 logger = logging.getLogger("relex_jax")
 
 PROTOCOLS = ("joint", "given-entities", "document")
-BLANK_WORD = "_"
 # Entity threshold of the given-entities runs: the given spans are the relation stage's entities
 # (`relate_input_spans`), and decoding them under threshold 0 (strict) returns every one of them,
 # whatever the model thinks of it.
@@ -153,7 +152,7 @@ def plan(protocol: str, records: Sequence[Mapping], entity_labels=None, relation
         raise ValueError("no records to evaluate")
     blank = sum(1 for r in records for t in (r.get("tokens") if isinstance(r.get("tokens"), list) else ())
                 if isinstance(t, str) and not t.strip())
-    examples = [parse_jsonl_record({**r, "tokens": _words(r.get("tokens"))}, f"record {i}")
+    examples = [parse_jsonl_record({**r, "tokens": replace_blank_words(r.get("tokens"))}, f"record {i}")
                 for i, r in enumerate(records)]
     documents = [_document(r, ex, i) for i, (r, ex) in enumerate(zip(records, examples))] if protocol == "document" else None
     if entity_labels is None and documents is not None:  # documents: the mentions' types
@@ -199,14 +198,6 @@ def run(model, plan: Plan, **options) -> dict[str, Any]:
     else:
         report = _documents(model, plan, settings)
     return {**head, **report}
-
-
-def _words(tokens):
-    """Tokens with whitespace-only words replaced by `BLANK_WORD` (anything else left for the
-    parser to judge)."""
-    if not isinstance(tokens, list):
-        return tokens
-    return [BLANK_WORD if isinstance(t, str) and not t.strip() else t for t in tokens]
 
 
 def _first_per_label(records: list[Mapping], limit: int) -> list[Mapping]:

@@ -150,6 +150,8 @@ def test_the_wide_split_holds_out_fewrel_properties_from_redocred_training(tmp_p
     summary = build_split(WIDE, tmp_path, DATA)
     trained = {type_key(t) for t in _relation_types_in(tmp_path / "train.jsonl")}
     assert len(trained) > 90, "Re-DocRED dev's relation types are in training"
+    with (tmp_path / "train.jsonl").open() as f:  # training refuses whitespace-only words (Re-DocRED has some)
+        assert all(token.strip() for line in f for token in json.loads(line)["tokens"])
     for path in tmp_path.glob("test_*.jsonl"):
         seen = {type_key(t) for t in _relation_types_in(path)}
         assert seen and not seen & trained, (path.name, sorted(seen & trained))

@@ -75,6 +75,18 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+BLANK_WORD = "_"  # what `replace_blank_words` puts in place of a whitespace-only word
+
+
+def replace_blank_words(tokens):
+    """Tokens with whitespace-only words (FewRel and Re-DocRED have a few hundred, e.g. '\\xa0')
+    replaced by `BLANK_WORD`: they have no subword tokens, which the model refuses, and dropping
+    them would shift every span. Anything that is not a list of strings is left for the parser."""
+    if not isinstance(tokens, list):
+        return tokens
+    return [BLANK_WORD if isinstance(t, str) and not t.strip() else t for t in tokens]
+
+
 def _tokens(value) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise _Problem(f"tokens must be a list of strings, got {type(value).__name__}")

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from relex_jax.data.readers import replace_blank_words
 from relex_jax.files import write_text_atomically
 
 __all__ = ["build_split", "document_sentences", "file_types", "load_split", "type_key"]
@@ -186,8 +187,10 @@ def build_split(split_path, out_dir, data_root=None) -> dict[str, Any]:
     for name, (sources, keep) in files.items():
         if not sources:
             continue
-        counts[name] = _write(out / f"{name}.jsonl",
-                              (_renamed(r, entity_names, relation_names, keep) for r in _records(root, sources)))
+        records = (_renamed(r, entity_names, relation_names, keep) for r in _records(root, sources))
+        if name in ("train", "dev"):  # read by training, which refuses blank words (protocols replace them too)
+            records = ({**r, "tokens": replace_blank_words(r["tokens"])} for r in records)
+        counts[name] = _write(out / f"{name}.jsonl", records)
         types[name] = file_types(out / f"{name}.jsonl")
     trained = {type_key(t) for t in types["train"]["relations"]}
     shared = {name: sorted(t for t in types[name]["relations"] if type_key(t) in trained)
