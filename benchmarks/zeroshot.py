@@ -279,15 +279,18 @@ def report(args) -> None:
     for (bench, protocol, measure), values in table.items():
         lines.append(f"| {bench} | {protocol} | {measure} | " + " | ".join(values.get(k, "-") for k in models)
                      + f" | {baselines.get((bench, protocol), '-')} |")
-    walls = ["| model | train wall (s) | loss first -> last logged | threshold (dev) | evaluation wall (s) per task |",
-             "|---|---|---|---|---|"]
+    walls = ["| model | train wall (s) | texts trained on | loss first -> last logged | threshold (dev) | "
+             "evaluation wall (s) per task |", "|---|---|---|---|---|---|"]
     for r, name in zip(runs, names):
         key = (r["setting"], r["seed"], r["side"])
         mine = [e for e in evals if (e["setting"], e["seed"], e["side"]) == key]
         threshold = next((e["threshold"] for e in mine), None)
-        walls.append(f"| {name} | {r['wall']:.0f} | {r['first_loss']:.1f} -> {r['last_loss']:.1f} | "
+        walls.append(f"| {name} | {r['wall']:.0f} | {r.get('texts', '-')} | {r['first_loss']:.1f} -> {r['last_loss']:.1f} | "
                      f"{'-' if threshold is None else f'{threshold:g}'} | "
                      + ", ".join(f"{e['task']} {e['wall']:.0f}" for e in mine) + " |")
+    recipes = {r["setting"]: r["relex_config"] for r in runs if r["relex_config"]}
+    walls += [f"\nRecipe {setting}: conll04.py's hyper-parameters with the relex-jax config overrides "
+              f"`{json.dumps(config, sort_keys=True)}`." for setting, config in recipes.items()]
     split = load_split(args.split)
     built = json.loads((split_files(args) / "types.json").read_text())
     train_sources = ", ".join(source if isinstance(source, str) else source["path"] + (" (as sentences)" if
