@@ -39,26 +39,35 @@ def passing_spans(entity_logits, span_mask, class_mask, threshold):
     return (probs.max(-1) > threshold) & span_mask
 
 
-def select_entities(entity_logits, span_mask, class_mask, threshold, max_entities: int):
+def select_entities(entity_logits, span_mask, class_mask, threshold, max_entities: int, scatter: bool = True):
     """Spans that pass (`passing_spans`), packed in gliner's order.
 
     entity_logits (B, W, K, C), span_mask (B, W, K), class_mask (B, C). Returns the flat span
     indices l*K+k (B, E) in increasing order (gliner's (start, width) order), their mask (B, E)
     and the number of spans that passed per row (B,): a count above E means the cap cut the
     selection and the caller must retry with a larger one.
+
+    `scatter=False` selects the same spans without `jnp.nonzero`, whose batched scatter ONNX
+    converters cannot express: the e-th passing span's index is the number of spans before it
+    in which fewer than e+1 spans have passed (a comparison and a sum over (B, N, E)).
     """
     batch = entity_logits.shape[0]
     keep = passing_spans(entity_logits, span_mask, class_mask, threshold).reshape(batch, -1)
     count = keep.sum(-1)
-    index = jax.vmap(lambda row: jnp.nonzero(row, size=max_entities, fill_value=0)[0])(keep)
-    mask = jnp.arange(max_entities)[None, :] < count[:, None]
+    slots = jax.lax.iota(jnp.int32, max_entities)
+    mask = slots[None, :] < count[:, None]
+    if scatter:
+        index = jax.vmap(lambda row: jnp.nonzero(row, size=max_entities, fill_value=0)[0])(keep)
+    else:
+        passed = jnp.cumsum(keep.astype(jnp.int32), axis=-1)  # (B, N) spans passed up to and including n
+        index = jnp.where(mask, (passed[:, :, None] <= slots[None, None, :]).sum(1, dtype=jnp.int32), 0)
     return index.astype(jnp.int32), mask, count
 
 
 def all_pairs_mask(entity_mask):
     """(B, E) -> (B, E, E): ordered pairs of real entities, i != j."""
-    size = entity_mask.shape[-1]
-    return entity_mask[:, :, None] & entity_mask[:, None, :] & ~jnp.eye(size, dtype=bool)[None]
+    slots = jax.lax.iota(jnp.int32, entity_mask.shape[-1])  # iotas, not a boolean `jnp.eye` (no ONNX EyeLike)
+    return entity_mask[:, :, None] & entity_mask[:, None, :] & (slots[:, None] != slots[None, :])[None]
 
 
 def pair_representations(pair_mlp, entities, deterministic: bool = True):

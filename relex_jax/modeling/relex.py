@@ -158,6 +158,9 @@ class RelexModule(nn.Module):
     param_dtype: Dtype = jnp.float32
     remat: bool = False
     scan_layers: bool = False
+    # Formulations ONNX converters can express where the jitted ones are faster (entity selection
+    # without a scatter); same outputs. Set by `relex_jax.export` only.
+    exportable: bool = False
 
     def setup(self):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
@@ -321,7 +324,8 @@ class RelexModule(nn.Module):
         """
         if entity_index is None:
             index, entity_mask, count = select_entities(
-                scores.entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities
+                scores.entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities,
+                scatter=not self.exportable,
             )
         else:
             if entity_mask is None:
