@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -75,18 +75,44 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
         shutil.copy2(file, dst / file.name)
 
 
+def _save_variables(path: Path, variables) -> None:
+    """The variables as an Orbax checkpoint at `path`."""
+    import orbax.checkpoint as ocp
+
+    # Orbax's default numpy handler deep-copies every array before writing (against concurrent
+    # mutation during an async save): a second full copy of the weights. This save is
+    # synchronous and nothing touches the arrays meanwhile, so the copy is skipped.
+    registry = ocp.type_handlers.create_type_handler_registry(
+        (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False))
+    )
+    # One process writes the directory (in a multi-host run, process 0 alone): no barriers with
+    # the other processes, which are busy training.
+    this_process = ocp.options.MultiprocessingOptions(
+        primary_host=jax.process_index(), active_processes={jax.process_index()},
+        barrier_sync_key_prefix=f"relex_dir_{jax.process_index()}",
+    )
+    handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, multiprocessing_options=this_process)
+    with ocp.Checkpointer(handler, multiprocessing_options=this_process) as checkpointer:
+        checkpointer.save(
+            path.absolute(), args=ocp.args.PyTreeSave(jax.tree_util.tree_map(np.asarray, variables))
+        )
+
+
 def save_relex_dir(
     out, config: RelexConfig, variables, tokenizer_dir: Path | None, overwrite: bool = False,
-    gliner_only: dict[str, np.ndarray] | None = None, extra_files: Mapping[str, str | bytes] | None = None,
+    gliner_only: dict[str, np.ndarray] | None = None, extra_files: Mapping[str, str | bytes | Callable[[Path], Any]] | None = None,
 ) -> Path:
-    """Write a relex-jax model directory (see module docstring). `extra_files` (name -> text or
-    bytes) are written into it too, so they appear atomically with the model (e.g. the training
-    run's best.json, an export's programs)."""
-    import orbax.checkpoint as ocp
+    """Write a relex-jax model directory (see module docstring). `extra_files` (name -> text,
+    bytes, or a function that writes the file at the path it is given) are written into it too,
+    so they appear atomically with the model (e.g. the training run's best.json, an export's
+    programs). `variables=None` writes no variables (an ONNX export holds them in its graphs)."""
 
     def fill(tmp: Path):
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_bytes(text) if isinstance(text, bytes) else (tmp / name).write_text(text)
+            if callable(text):
+                text(tmp / name)
+            else:
+                (tmp / name).write_bytes(text) if isinstance(text, bytes) else (tmp / name).write_text(text)
         if gliner_only:
             from safetensors.numpy import save_file
 
@@ -94,23 +120,8 @@ def save_relex_dir(
         (tmp / RELEX_CONFIG).write_text(
             json.dumps({**config.to_gliner_dict(), "relex_jax_format": FORMAT_VERSION}, indent=2, sort_keys=True)
         )
-        # Orbax's default numpy handler deep-copies every array before writing (against concurrent
-        # mutation during an async save): a second full copy of the weights. This save is
-        # synchronous and nothing touches the arrays meanwhile, so the copy is skipped.
-        registry = ocp.type_handlers.create_type_handler_registry(
-            (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False))
-        )
-        # One process writes the directory (in a multi-host run, process 0 alone): no barriers with
-        # the other processes, which are busy training.
-        this_process = ocp.options.MultiprocessingOptions(
-            primary_host=jax.process_index(), active_processes={jax.process_index()},
-            barrier_sync_key_prefix=f"relex_dir_{jax.process_index()}",
-        )
-        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, multiprocessing_options=this_process)
-        with ocp.Checkpointer(handler, multiprocessing_options=this_process) as checkpointer:
-            checkpointer.save(
-                (tmp / VARIABLES_DIR).absolute(), args=ocp.args.PyTreeSave(jax.tree_util.tree_map(np.asarray, variables))
-            )
+        if variables is not None:
+            _save_variables(tmp / VARIABLES_DIR, variables)
         if tokenizer_dir is not None:
             _copy_tokenizer(Path(tokenizer_dir), tmp)
 

@@ -92,7 +92,8 @@ def pair_chunk_rows(size: int, width: int, chunk_elements: int | None = None) ->
 
 
 def relation_logits(
-    pair_mlp, entities, relation_prompts, deterministic: bool = True, chunk_elements: int | None = None
+    pair_mlp, entities, relation_prompts, deterministic: bool = True, chunk_elements: int | None = None,
+    chunked: bool = True,
 ):
     """Relation logits (B, E, E, R) = pair_rep(i, j) . relation_prompt(r), factorised.
 
@@ -102,6 +103,7 @@ def relation_logits(
     chunk is rematerialised under differentiation: its backward pass recomputes the block instead of
     storing one per chunk, which would bring the E^2 memory back. Dropout gets one key per chunk: a
     key drawn inside the mapped body is traced once and would give every chunk the same mask.
+    `chunked=False` (ONNX export: a symbolic E would need a symbolic padding) is always one einsum.
     """
     batch, size, d = entities.shape
     first = pair_mlp.hidden
@@ -114,6 +116,8 @@ def relation_logits(
         hidden = pair_mlp.activate(pre, deterministic, rng)
         return jnp.einsum("bijh,bhr->bijr", hidden, folded) + offset[:, None, None, :]
 
+    if not chunked:
+        return score(heads)
     rows = pair_chunk_rows(size, heads.shape[-1], chunk_elements)
     if not jax.export.is_symbolic_dim(size) and rows == size:
         return score(heads)
