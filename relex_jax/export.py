@@ -1,4 +1,4 @@
-"""Export a model's two inference stages as StableHLO (`jax.export`), and run them again.
+"""Export a model's two inference stages as StableHLO (`jax.export`) or ONNX, and run them again.
 
 `export_model(model_dir, out_dir)` writes a relex-jax model directory (config, Orbax variables,
 tokenizer files, so `RelexModel.from_pretrained(out_dir)` still works) plus:
@@ -17,6 +17,19 @@ of any size fits the serialisation. `load_stablehlo(out_dir)` gives a `RelexMode
 are these programs: no tracing or Python model code runs, and `inference` returns what the jitted
 model returns. Not exported: packed rows (`packing`), vector outputs and the given-entities
 relation stage (`relate_input_spans`); the loaded model refuses them with a clear error.
+
+`export_model(model_dir, out_dir, format="onnx")` writes the same stages as ONNX graphs, converted
+by jax2onnx (an optional dependency, `ONNX_INSTALL`), with the weights inside them as initializers
+(over 1 MiB: in `<graph>.data` beside it), plus the config, tokenizer files and export.json, and
+no Orbax variables:
+
+  span_stage.onnx           inputs SPAN_INPUTS -> SCORE_FIELDS
+  relation_stage.onnx       inputs RELATION_INPUTS -> entity_index, entity_mask, entities,
+                            pair_mask, relation_logits (and adjacency with an adjacency head)
+
+with the same symbolic sizes (named b, t, w, c, r, e in the graphs). The graphs are traced from
+`RelexModule(exportable=True)`, whose formulations ONNX can express where the jitted ones are
+faster; outputs are the same. Also not exported to ONNX: `subtoken_pooling="max"` (refused).
 """
 
 from __future__ import annotations
@@ -115,7 +128,9 @@ def export_stages(model: RelexModel) -> tuple[export.Exported, export.Exported]:
     return spans, relations
 
 
-ONNX_INSTALL = "pip install --no-deps jax2onnx==0.17.1 onnx-ir && pip install 'relex-jax[onnx]'"
+# jax2onnx without its dependencies: it pins orbax-checkpoint<0.11.37 (our writer needs newer) and
+# pulls packages conversion never imports (equinox, dm-pix, netron, orbax-export, ...).
+ONNX_INSTALL = "pip install 'relex-jax[onnx]' && pip install --no-deps jax2onnx==0.17.1"
 ONNX_SPAN_STAGE = "span_stage.onnx"
 ONNX_RELATION_STAGE = "relation_stage.onnx"
 # Input names of the ONNX graphs (`Batch`'s fields and the threshold; the relation stage's after
