@@ -48,17 +48,21 @@ import numpy as np
 from jax import export
 
 from relex_jax.checkpoint.convert import save_relex_dir
-from relex_jax.data.processor import Batch
 from relex_jax.inference import RelexModel
 from relex_jax.modeling.relex import RelexModule, RelexOutput, SpanScores
+from relex_jax.runtime import (  # the export's file contract
+    EXPORT_INFO,
+    EXPORT_VERSION,
+    ONNX_RELATION_STAGE,
+    ONNX_SPAN_STAGE,
+    RELATION_INPUTS,
+    SCORE_FIELDS,
+    SPAN_INPUTS,
+)
 
 FORMATS = ("stablehlo", "onnx")
-EXPORT_VERSION = 1
-EXPORT_INFO = "export.json"
 SPAN_STAGE = "span_stage.stablehlo"
 RELATION_STAGE = "relation_stage.stablehlo"
-# The SpanScores fields the span stage returns and the relation stage reads, in order.
-SCORE_FIELDS = ("entity_logits", "entity_count", "span_hidden", "relation_prompts", "words")
 
 
 def _span_inputs(config, dims) -> tuple[jax.ShapeDtypeStruct, ...]:
@@ -131,12 +135,6 @@ def export_stages(model: RelexModel) -> tuple[export.Exported, export.Exported]:
 # jax2onnx without its dependencies: it pins orbax-checkpoint<0.11.37 (our writer needs newer) and
 # pulls packages conversion never imports (equinox, dm-pix, netron, orbax-export, ...).
 ONNX_INSTALL = "pip install 'relex-jax[onnx]' && pip install --no-deps jax2onnx==0.17.1"
-ONNX_SPAN_STAGE = "span_stage.onnx"
-ONNX_RELATION_STAGE = "relation_stage.onnx"
-# Input names of the ONNX graphs (`Batch`'s fields and the threshold; the relation stage's after
-# the span stage's outputs); output names are SCORE_FIELDS and the RelexOutput fields.
-SPAN_INPUTS = tuple(f.name for f in dataclasses.fields(Batch)) + ("threshold",)
-RELATION_INPUTS = SCORE_FIELDS + ("span_mask", "entity_prompt_mask", "threshold", "adjacency_threshold", "slots")
 
 
 def _jax2onnx():

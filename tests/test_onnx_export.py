@@ -8,13 +8,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
+import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
 import pytest
 
 from test_decoding import assert_same_dicts
+from test_runtime_imports import BLOCK_JAX, ROOT
 from test_export import LONG
 from test_relex_parity import LABELS, RELATIONS, TEXTS, scaled_error
 
@@ -25,12 +29,11 @@ from relex_jax.export import (
     ONNX_INSTALL,
     ONNX_RELATION_STAGE,
     ONNX_SPAN_STAGE,
-    RELATION_INPUTS,
     SCORE_FIELDS,
-    SPAN_INPUTS,
 )
 from relex_jax.modeling.relations import select_entities
-from relex_jax.modeling.relex import RelexOutput, SpanScores
+from relex_jax.modeling.relex import SpanScores
+from relex_jax.runtime import OnnxRelexModel
 
 
 @pytest.mark.parametrize("cap", [1, 5, 25])  # 25: more slots than a text has spans (21)
@@ -62,42 +65,20 @@ def test_missing_converter_is_one_clear_error(monkeypatch, tmp_path, capsys):
 
 
 @dataclasses.dataclass
-class OnnxStages(RelexModel):
-    """A thin runner: `RelexModel` whose stages are the exported graphs in onnxruntime sessions,
-    recording each batch's inputs and outputs."""
+class Recording(OnnxRelexModel):
+    """`OnnxRelexModel` keeping each batch's inputs and outputs."""
 
-    sessions: tuple = None  # (span stage, relation stage) onnxruntime.InferenceSession
-    calls: list = dataclasses.field(default_factory=list)  # (span stage feeds, its outputs, relation stage feeds, its outputs)
+    calls: list = dataclasses.field(default_factory=list)
 
-    @functools.cached_property
-    def _stages(self):
-        span, relation = self.sessions
-
-        def run(session, feeds):
-            names = [o.name for o in session.get_outputs()]
-            return dict(zip(names, session.run(names, {i.name: feeds[i.name] for i in session.get_inputs()})))
-
-        def score(variables, *inputs, keep_prompts=False):
-            feeds = dict(zip(SPAN_INPUTS, map(np.asarray, inputs)))
-            out = run(span, feeds)
-            self.calls.append((feeds, out))
-            return SpanScores(*(out[name] for name in SCORE_FIELDS))
-
-        def relate(variables, scores, span_mask, entity_prompt_mask, threshold, adjacency_threshold, max_entities):
-            fields = [getattr(scores, name) for name in SCORE_FIELDS]
-            edge = threshold if adjacency_threshold is None else adjacency_threshold
-            feeds = dict(zip(RELATION_INPUTS, [*fields, np.asarray(span_mask), np.asarray(entity_prompt_mask),
-                                               np.asarray(threshold), np.asarray(edge), np.zeros(max_entities, bool)]))
-            out = RelexOutput(entity_logits=scores.entity_logits, entity_count=scores.entity_count, **run(relation, feeds))
-            self.calls[-1] += (feeds, out)
-            return out
-
-        return score, None, relate, None
+    def _forward(self, inputs, threshold, *args, **kwargs):
+        scores, out = super()._forward(inputs, threshold, *args, **kwargs)
+        self.calls.append((inputs, threshold, scores, out))
+        return scores, out
 
 
 @pytest.fixture(scope="module")
 def onnx_exported(tmp_path_factory):
-    ort = pytest.importorskip("onnxruntime", reason="ONNX tests need onnxruntime (the onnx extra)")
+    pytest.importorskip("onnxruntime", reason="ONNX tests need onnxruntime (the onnx extra)")
     pytest.importorskip("jax2onnx", reason=f"ONNX export needs jax2onnx: {ONNX_INSTALL}")
     pytest.importorskip("torch")
     from gliner_fixtures import build_relex_model
@@ -106,10 +87,8 @@ def onnx_exported(tmp_path_factory):
     _, path = build_relex_model(root / "model", seed=1, backbone="deberta-v2")
     assert cli.main(["export", str(path), str(root / "exported"), "--format", "onnx"]) == 0
     jitted = RelexModel.from_pretrained(path, devices=jax.devices()[:1])
-    sessions = tuple(ort.InferenceSession(str(root / "exported" / name)) for name in (ONNX_SPAN_STAGE, ONNX_RELATION_STAGE))
-    loaded = OnnxStages(jitted.config, jitted.module, jitted.variables, jitted.tokenizer, jitted.model_dir,
-                        devices=jitted.devices, sessions=sessions)
-    return jitted, loaded, root / "exported"
+    loaded = OnnxRelexModel.from_pretrained(root / "exported")
+    return jitted, Recording(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(loaded)}), root / "exported"
 
 
 def test_onnx_export_files(onnx_exported):
@@ -123,26 +102,28 @@ def test_onnx_export_files(onnx_exported):
     assert dims["span_hidden"][:2] == ["b", "w"] and dims["slots"] == ["e"]
 
 
+SETTINGS = dict(threshold=0.3, relation_threshold=0.2, window_size=40)
+CALLS = [(TEXTS[:3] + ["", LONG], [LABELS, LABELS[:2], {"human": "person", "place": "location"}, LABELS, LABELS],
+          RELATIONS), (TEXTS[3:5], LABELS[:2], RELATIONS[:1])]
+
+
 def test_onnx_inference_equals_jitted(onnx_exported):
-    """Decoded results equal through the graphs, on batches of different sizes (every size
-    symbolic: batch, tokens, words, labels, entity cap), and the raw logits within 1e-5 of scale,
-    each stage checked on the same inputs as the jitted one."""
+    """`OnnxRelexModel` gives the jitted model's results, on batches of different sizes (every
+    size symbolic: batch, tokens, words, labels, entity cap; a long text read as windows), and
+    each stage, on the same inputs as the jitted one, its logits within 1e-5 of scale."""
     jitted, loaded, _ = onnx_exported
-    settings = dict(threshold=0.3, relation_threshold=0.2, window_size=40)
-    calls = [(TEXTS[:3] + ["", LONG], [LABELS, LABELS[:2], {"human": "person", "place": "location"}, LABELS, LABELS],
-              RELATIONS), (TEXTS[3:5], LABELS[:2], RELATIONS[:1])]
-    results = [(loaded.inference(*call, **settings), jitted.inference(*call, **settings)) for call in calls]
-    shapes = {tuple(feeds["input_ids"].shape) + (feeds["relation_prompt_mask"].shape[1], relation_feeds["slots"].size)
-              for feeds, _, relation_feeds, _ in loaded.calls}
+    results = [(loaded.inference(*call, **SETTINGS), jitted.inference(*call, **SETTINGS)) for call in CALLS]
+    shapes = {tuple(inputs[0].shape) + (inputs[-1].shape[1], out.entity_index.shape[1])
+              for inputs, _, _, out in loaded.calls}
     assert len(shapes) == len(loaded.calls) > 1, shapes
     score, _, relate, _ = jitted._stages
-    for feeds, scores, relation_feeds, ours in loaded.calls:
-        theirs = score(jitted.variables, *feeds.values())
+    for inputs, threshold, scores, ours in loaded.calls:
+        theirs = score(jitted.variables, *inputs, np.float32(threshold))
         for name in SCORE_FIELDS:
             assert_close(scores[name], getattr(theirs, name), name)
         # the relation stage on the graph's span scores: the same selection, so exact masks
-        theirs = relate(jitted.variables, SpanScores(*(scores[name] for name in SCORE_FIELDS)), feeds["span_mask"],
-                        feeds["entity_prompt_mask"], feeds["threshold"], None, max_entities=relation_feeds["slots"].size)
+        theirs = relate(jitted.variables, SpanScores(*(scores[name] for name in SCORE_FIELDS)), inputs[4], inputs[6],
+                        np.float32(threshold), None, max_entities=ours.entity_index.shape[1])
         for name in ("entity_index", "entity_mask", "pair_mask"):
             np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
         for name in ("entities", "relation_logits"):
@@ -152,6 +133,31 @@ def test_onnx_inference_equals_jitted(onnx_exported):
         assert_same_dicts(ours[0], theirs[0], tol=1e-4)
         assert_same_dicts(ours[1], theirs[1], tol=1e-4)
     assert sum(len(rels) for _, (_, theirs) in results for rels in theirs) > 0, "not vacuous"
+    with pytest.raises(ValueError, match="does not run packing"):
+        loaded.inference(TEXTS[:2], LABELS, RELATIONS, packing=True)
+
+
+def test_runtime_runs_without_jax(onnx_exported, tmp_path):
+    """`OnnxRelexModel` in a process where importing jax (flax, optax, orbax) fails: the
+    jitted model's results."""
+    jitted, _, out = onnx_exported
+    texts, labels, relations = CALLS[0]
+    script = BLOCK_JAX + textwrap.dedent(f'''
+        import json, sys
+        from relex_jax.runtime import OnnxRelexModel
+
+        model = OnnxRelexModel.from_pretrained({str(out)!r})
+        result = model.inference({texts!r}, {labels!r}, {relations!r}, **{SETTINGS!r})
+        assert not {{"jax", "flax", "optax", "orbax"}} & {{m.split(".")[0] for m in sys.modules}}
+        print(json.dumps(result))
+    ''')
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = json.loads(done.stdout.strip().splitlines()[-1])
+    theirs = jitted.inference(texts, labels, relations, **SETTINGS)
+    assert_same_dicts(ours[0], theirs[0], tol=1e-4)
+    assert_same_dicts(ours[1], theirs[1], tol=1e-4)
 
 
 def assert_close(ours, theirs, what):

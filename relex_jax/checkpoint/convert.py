@@ -34,14 +34,12 @@ from relex_jax.checkpoint.gliner import (
     variables_to_state_dict,
 )
 from relex_jax.checkpoint.torch_mapping import CheckpointMismatchError, flatten_params
-from relex_jax.config import RelexConfig
+from relex_jax.config import FORMAT_VERSION, RELEX_CONFIG, RelexConfig, read_relex_config
 
 logger = logging.getLogger(__name__)
 
-RELEX_CONFIG = "relex_config.json"
 VARIABLES_DIR = "variables"
 GLINER_ONLY = "gliner_only.safetensors"
-FORMAT_VERSION = 1
 
 
 def _write_atomically(out: Path, overwrite: bool, fill) -> Path:
@@ -126,14 +124,6 @@ def save_relex_dir(
             _copy_tokenizer(Path(tokenizer_dir), tmp)
 
     return _write_atomically(out, overwrite, fill)
-
-
-def read_relex_config(model_dir: Path) -> RelexConfig:
-    raw = json.loads((Path(model_dir) / RELEX_CONFIG).read_text())
-    version = raw.pop("relex_jax_format", None)
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{model_dir} has relex_jax_format {version!r}; this relex-jax reads {FORMAT_VERSION}")
-    return RelexConfig.from_gliner_dict(raw)
 
 
 def load_relex_dir(model_dir) -> tuple[RelexConfig, dict[str, Any]]:
