@@ -31,8 +31,9 @@ from relex_jax.export import (
     ONNX_SPAN_STAGE,
     SCORE_FIELDS,
 )
+from relex_jax.modeling.deberta import gather_relative_to_absolute, shift_relative_to_absolute
 from relex_jax.modeling.relations import select_entities
-from relex_jax.modeling.relex import SpanScores
+from relex_jax.modeling.relex import SpanScores, pool_row_words, pool_words, word_slots
 from relex_jax.runtime import OnnxRelexModel
 
 
@@ -55,6 +56,27 @@ def test_scatter_free_selection_equals_nonzero(cap):
         np.testing.assert_array_equal(a, b)
     count = np.asarray(old[2])
     assert count[3] == 0 and count[4] == span_mask[4].sum() and (cap > 21 or count[4] > cap), count
+
+
+@pytest.mark.parametrize("mode", ["first", "last", "mean"])
+def test_word_pooling_contraction_equals_segment_sum(mode):
+    """Words that are missing, cut by the word grid or padded, tokens of no word: same vectors."""
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(3, 9, 4)).astype(np.float32)
+    words_mask = rng.integers(0, 7, size=(3, 9)).astype(np.int32)  # 0: no word; 6 > W: cut
+    num_words = 5
+    ours = pool_row_words(tokens, words_mask, num_words, mode)
+    rows = np.broadcast_to(np.arange(3)[:, None], words_mask.shape)
+    theirs = pool_words(tokens, word_slots(words_mask, rows, 3, num_words), 3, num_words, mode)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="max"):
+        pool_row_words(tokens, words_mask, num_words, "max")
+
+
+@pytest.mark.parametrize("length", [1, 2, 7])
+def test_relative_shift_gather_equals_reshape(length):
+    scores = np.random.default_rng(length).normal(size=(2, 3, length, 2 * length - 1)).astype(np.float32)
+    np.testing.assert_array_equal(gather_relative_to_absolute(scores), shift_relative_to_absolute(scores))
 
 
 def test_missing_converter_is_one_clear_error(monkeypatch, tmp_path, capsys):
