@@ -34,6 +34,7 @@ from relex_jax.export import (
 from relex_jax.modeling.deberta import gather_relative_to_absolute, shift_relative_to_absolute
 from relex_jax.modeling.relations import select_entities
 from relex_jax.modeling.relex import SpanScores, pool_row_words, pool_words, word_slots
+from relex_jax.modeling.triples import _spectrum
 from relex_jax.runtime import OnnxRelexModel
 
 
@@ -77,6 +78,14 @@ def test_word_pooling_contraction_equals_segment_sum(mode):
 def test_relative_shift_gather_equals_reshape(length):
     scores = np.random.default_rng(length).normal(size=(2, 3, length, 2 * length - 1)).astype(np.float32)
     np.testing.assert_array_equal(gather_relative_to_absolute(scores), shift_relative_to_absolute(scores))
+
+
+@pytest.mark.parametrize("dim", [7, 64])
+def test_spectrum_contraction_equals_rfft(dim):
+    """HolE's spectrum for export (DFT cosines and sines) against `jnp.fft.rfft`, odd and even D."""
+    x = np.random.default_rng(dim).normal(size=(2, 3, dim)).astype(np.float32)
+    for ours, theirs in zip(_spectrum(x, exportable=True), _spectrum(x)):
+        assert scaled_error(ours, theirs) <= 1e-6
 
 
 def test_missing_converter_is_one_clear_error(monkeypatch, tmp_path, capsys):

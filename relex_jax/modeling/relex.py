@@ -173,7 +173,7 @@ class RelexModule(nn.Module):
     scan_layers: bool = False
     # Formulations ONNX converters can express where the jitted ones are faster (entity selection
     # without a scatter, word pooling as a contraction, one pair-score einsum, DeBERTa's relative
-    # shift as a gather); same outputs. Set by `relex_jax.export` only.
+    # shift as a gather, HolE's spectrum as a contraction); same outputs. Set by `relex_jax.export` only.
     exportable: bool = False
 
     def setup(self):
@@ -193,7 +193,7 @@ class RelexModule(nn.Module):
         if cfg.triples_layer is None:
             self.pair_rep = ProjectionMLP(2 * d, d, cfg.dropout, dt, pdt)
         else:  # gliner builds its TriplesScoreLayer at dim 768 whatever D is
-            self.triples = TripleScorer(cfg.triples_layer, TRIPLES_DIM, dt, pdt)
+            self.triples = TripleScorer(cfg.triples_layer, TRIPLES_DIM, dt, pdt, exportable=self.exportable)
         if cfg.has_adjacency_head:
             self.adjacency = AdjacencyHead(cfg.relations_layer, d, dt, pdt)
 
