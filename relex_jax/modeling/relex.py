@@ -171,9 +171,11 @@ class RelexModule(nn.Module):
     param_dtype: Dtype = jnp.float32
     remat: bool = False
     scan_layers: bool = False
-    # Formulations ONNX converters can express where the jitted ones are faster (entity selection
-    # without a scatter, word pooling as a contraction, one pair-score einsum, DeBERTa's relative
-    # shift as a gather, HolE's spectrum as a contraction); same outputs. Set by `relex_jax.export` only.
+    # Formulations ONNX converters can express, in place of the jitted path's, which stays as it
+    # was: entity selection without a scatter (measured slower under jit:
+    # benchmarks/select_entities.py), word pooling as a contraction, one pair-score einsum (no
+    # chunks: memory grows as E^2), DeBERTa's relative shift as a gather, HolE's spectrum as a
+    # contraction. Same outputs up to float rounding. Set by `relex_jax.export` only.
     exportable: bool = False
 
     def setup(self):
