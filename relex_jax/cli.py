@@ -9,7 +9,7 @@ Subcommands so far:
   predict     entities and relations for every record of a corpus (.txt, .jsonl, .jsonl.gz, .parquet,
               hf:NAME[:SPLIT]), committed in pieces (resumable after a kill, shardable over hosts),
               into a .jsonl / .parquet file or a run directory (`relex_jax.corpus_inference`)
-  export      a model's two inference stages as StableHLO programs with symbolic shapes (`relex_jax.export`)
+  export      a model's two inference stages as StableHLO programs or ONNX graphs with symbolic shapes (`relex_jax.export`)
   merge       a finished run directory -> one .jsonl / .parquet file in input order
   train       train or fine-tune from a YAML config (`configs/`), resumable (same as `python -m train`)
   evaluate    entity and relation precision / recall / F1 (micro; strict and boundaries-only; per type)
@@ -114,11 +114,11 @@ def export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         out = export_model(args.model, args.out, format=args.format, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
         print(f"relex-jax export: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.format} export: {out} in {time.perf_counter() - start:.1f} s "
-          "(load with relex_jax.export.load_stablehlo)")
+    loader = "relex_jax.export.load_stablehlo" if args.format == "stablehlo" else "onnxruntime"
+    print(f"wrote {args.format} export: {out} in {time.perf_counter() - start:.1f} s (load with {loader})")
     return 0
 
 
@@ -544,10 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--to-gliner", action="store_true", help="convert a relex-jax directory back to gliner")
     conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     conv.set_defaults(func=convert)
-    exp = sub.add_parser("export", help="export a model's inference stages (StableHLO, symbolic shapes)")
+    exp = sub.add_parser("export", help="export a model's inference stages (StableHLO or ONNX, symbolic shapes)")
     exp.add_argument("model", help="relex-jax model directory, gliner directory or hub id")
     exp.add_argument("out", help="output directory (written atomically)")
-    exp.add_argument("--format", default="stablehlo", help="artefact format: stablehlo (default)")
+    exp.add_argument("--format", default="stablehlo", help="artefact format: stablehlo (default, needs JAX to run) or onnx "
+                     "(needs jax2onnx to export, onnxruntime to run)")
     exp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     exp.set_defaults(func=export)
     pred = sub.add_parser("predict", help="extract entities and relations from a corpus, resumably, in pieces")

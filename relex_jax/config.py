@@ -9,6 +9,8 @@ imports JAX: a runtime without it reads model configs too.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Mapping
 
 from relex_jax.modeling.encoder_configs import BertConfig, DebertaConfig, encoder_config
@@ -109,3 +111,17 @@ class RelexConfig:
         # The backbone config as read (it cannot have changed: the config is frozen), else ours.
         out["encoder_config"] = self.extra.get("encoder_config") or self.encoder.to_hf_dict()
         return out
+
+
+# A relex-jax model directory's config file (`relex_jax.checkpoint.convert`): gliner's config
+# fields plus `relex_jax_format`.
+RELEX_CONFIG = "relex_config.json"
+FORMAT_VERSION = 1
+
+
+def read_relex_config(model_dir: str | Path) -> RelexConfig:
+    raw = json.loads((Path(model_dir) / RELEX_CONFIG).read_text())
+    version = raw.pop("relex_jax_format", None)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{model_dir} has relex_jax_format {version!r}; this relex-jax reads {FORMAT_VERSION}")
+    return RelexConfig.from_gliner_dict(raw)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent('''
+# The start of a script in which importing jax, jaxlib, flax, optax or orbax fails.
+BLOCK_JAX = textwrap.dedent('''
     import importlib.abc, sys
 
     class NoJax(importlib.abc.MetaPathFinder):
@@ -19,6 +20,9 @@ SCRIPT = textwrap.dedent('''
                 raise ImportError(f"{name} is blocked in this test")
 
     sys.meta_path.insert(0, NoJax())
+''')
+
+SCRIPT = BLOCK_JAX + textwrap.dedent('''
     import numpy as np
 
     import relex_jax
@@ -28,6 +32,7 @@ SCRIPT = textwrap.dedent('''
     from relex_jax.decoding import decode_entities, decode_relations, entities_to_dicts, relations_to_dicts
     from relex_jax.host import Piece, given_entities, split_pieces
     from relex_jax.modeling.encoder_configs import encoder_config
+    from relex_jax.runtime import OnnxRelexModel
     from relex_jax.settings import InferenceSettings
 
     try:

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -34,14 +34,12 @@ from relex_jax.checkpoint.gliner import (
     variables_to_state_dict,
 )
 from relex_jax.checkpoint.torch_mapping import CheckpointMismatchError, flatten_params
-from relex_jax.config import RelexConfig
+from relex_jax.config import FORMAT_VERSION, RELEX_CONFIG, RelexConfig, read_relex_config
 
 logger = logging.getLogger(__name__)
 
-RELEX_CONFIG = "relex_config.json"
 VARIABLES_DIR = "variables"
 GLINER_ONLY = "gliner_only.safetensors"
-FORMAT_VERSION = 1
 
 
 def _write_atomically(out: Path, overwrite: bool, fill) -> Path:
@@ -75,18 +73,44 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
         shutil.copy2(file, dst / file.name)
 
 
+def _save_variables(path: Path, variables) -> None:
+    """The variables as an Orbax checkpoint at `path`."""
+    import orbax.checkpoint as ocp
+
+    # Orbax's default numpy handler deep-copies every array before writing (against concurrent
+    # mutation during an async save): a second full copy of the weights. This save is
+    # synchronous and nothing touches the arrays meanwhile, so the copy is skipped.
+    registry = ocp.type_handlers.create_type_handler_registry(
+        (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False))
+    )
+    # One process writes the directory (in a multi-host run, process 0 alone): no barriers with
+    # the other processes, which are busy training.
+    this_process = ocp.options.MultiprocessingOptions(
+        primary_host=jax.process_index(), active_processes={jax.process_index()},
+        barrier_sync_key_prefix=f"relex_dir_{jax.process_index()}",
+    )
+    handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, multiprocessing_options=this_process)
+    with ocp.Checkpointer(handler, multiprocessing_options=this_process) as checkpointer:
+        checkpointer.save(
+            path.absolute(), args=ocp.args.PyTreeSave(jax.tree_util.tree_map(np.asarray, variables))
+        )
+
+
 def save_relex_dir(
     out, config: RelexConfig, variables, tokenizer_dir: Path | None, overwrite: bool = False,
-    gliner_only: dict[str, np.ndarray] | None = None, extra_files: Mapping[str, str | bytes] | None = None,
+    gliner_only: dict[str, np.ndarray] | None = None, extra_files: Mapping[str, str | bytes | Callable[[Path], Any]] | None = None,
 ) -> Path:
-    """Write a relex-jax model directory (see module docstring). `extra_files` (name -> text or
-    bytes) are written into it too, so they appear atomically with the model (e.g. the training
-    run's best.json, an export's programs)."""
-    import orbax.checkpoint as ocp
+    """Write a relex-jax model directory (see module docstring). `extra_files` (name -> text,
+    bytes, or a function that writes the file at the path it is given) are written into it too,
+    so they appear atomically with the model (e.g. the training run's best.json, an export's
+    programs). `variables=None` writes no variables (an ONNX export holds them in its graphs)."""
 
     def fill(tmp: Path):
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_bytes(text) if isinstance(text, bytes) else (tmp / name).write_text(text)
+            if callable(text):
+                text(tmp / name)
+            else:
+                (tmp / name).write_bytes(text) if isinstance(text, bytes) else (tmp / name).write_text(text)
         if gliner_only:
             from safetensors.numpy import save_file
 
@@ -94,35 +118,12 @@ def save_relex_dir(
         (tmp / RELEX_CONFIG).write_text(
             json.dumps({**config.to_gliner_dict(), "relex_jax_format": FORMAT_VERSION}, indent=2, sort_keys=True)
         )
-        # Orbax's default numpy handler deep-copies every array before writing (against concurrent
-        # mutation during an async save): a second full copy of the weights. This save is
-        # synchronous and nothing touches the arrays meanwhile, so the copy is skipped.
-        registry = ocp.type_handlers.create_type_handler_registry(
-            (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False))
-        )
-        # One process writes the directory (in a multi-host run, process 0 alone): no barriers with
-        # the other processes, which are busy training.
-        this_process = ocp.options.MultiprocessingOptions(
-            primary_host=jax.process_index(), active_processes={jax.process_index()},
-            barrier_sync_key_prefix=f"relex_dir_{jax.process_index()}",
-        )
-        handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, multiprocessing_options=this_process)
-        with ocp.Checkpointer(handler, multiprocessing_options=this_process) as checkpointer:
-            checkpointer.save(
-                (tmp / VARIABLES_DIR).absolute(), args=ocp.args.PyTreeSave(jax.tree_util.tree_map(np.asarray, variables))
-            )
+        if variables is not None:
+            _save_variables(tmp / VARIABLES_DIR, variables)
         if tokenizer_dir is not None:
             _copy_tokenizer(Path(tokenizer_dir), tmp)
 
     return _write_atomically(out, overwrite, fill)
-
-
-def read_relex_config(model_dir: Path) -> RelexConfig:
-    raw = json.loads((Path(model_dir) / RELEX_CONFIG).read_text())
-    version = raw.pop("relex_jax_format", None)
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{model_dir} has relex_jax_format {version!r}; this relex-jax reads {FORMAT_VERSION}")
-    return RelexConfig.from_gliner_dict(raw)
 
 
 def load_relex_dir(model_dir) -> tuple[RelexConfig, dict[str, Any]]:

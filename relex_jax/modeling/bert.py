@@ -72,7 +72,7 @@ class BertEmbeddings(BertModule):
         )
         positions = _embed(cfg.max_position_embeddings, cfg.hidden_size, cfg, dt, pdt, (None, "embed"),
                            "position_embeddings")
-        x = x + (positions(jnp.arange(seq_len))[None] if position_ids is None else positions(position_ids))
+        x = x + (positions(jax.lax.iota(jnp.int32, seq_len))[None] if position_ids is None else positions(position_ids))
         x = _layer_norm(x, cfg, dt, pdt)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
@@ -187,10 +187,13 @@ class BertModel(BertModule):
     stack as one `nn.scan` (params stacked under `encoder/layers`, see `stack_layer_params`).
     Packed rows: `segment_ids` (B, T) instead of `attention_mask`, and `position_ids` that
     restart at 0 per example, so each example reads the position embeddings it would alone.
+    `exportable` changes nothing: BERT needs no export-only formulation (taken so that both
+    backbones are built alike).
     """
 
     remat: bool = False
     scan_layers: bool = False
+    exportable: bool = False
 
     @nn.compact
     def __call__(

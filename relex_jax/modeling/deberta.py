@@ -110,6 +110,15 @@ def shift_relative_to_absolute(scores: jax.Array) -> jax.Array:
     return jax.lax.slice_in_dim(flat.reshape(*lead, t, -1), 0, t, axis=-1)
 
 
+def gather_relative_to_absolute(scores: jax.Array) -> jax.Array:
+    """`shift_relative_to_absolute` as a gather, for ONNX export (`exportable`): the flattening
+    there makes a size quadratic in a symbolic T, which jax2onnx 0.17 converts wrongly."""
+    *lead, t, _ = scores.shape
+    query, key = (jax.lax.broadcasted_iota(jnp.int32, (t, t), axis) for axis in (0, 1))
+    index = jnp.broadcast_to(key + (t - 1) - query, (*lead, t, t))
+    return jnp.take_along_axis(scores, index, axis=-1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Modules
 
@@ -178,7 +187,7 @@ class DebertaEmbeddings(DebertaModule):
                     "of this position-biased DeBERTa"
                 )
             table = _embed(cfg.max_position_embeddings, emb, cfg, dt, pdt, (None, "embed"), "position_embeddings")
-            x = x + (table(jnp.arange(seq_len))[None] if position_ids is None else table(position_ids))
+            x = x + (table(jax.lax.iota(jnp.int32, seq_len))[None] if position_ids is None else table(position_ids))
         if cfg.type_vocab_size > 0:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
@@ -193,7 +202,10 @@ class DebertaEmbeddings(DebertaModule):
 
 
 class DisentangledSelfAttention(DebertaModule):
-    """Content-content plus relative content-position (c2p) and position-content (p2c) attention."""
+    """Content-content plus relative content-position (c2p) and position-content (p2c) attention.
+    `exportable`: the relative shift as a gather (ONNX export), not the gather-free reshape."""
+
+    exportable: bool = False
 
     @nn.compact
     def __call__(self, hidden, pair_mask, rel_embeddings, deterministic: bool = True):
@@ -219,18 +231,19 @@ class DisentangledSelfAttention(DebertaModule):
         if cfg.relative_attention and cfg.pos_att_type:
             rel = nn.Dropout(cfg.hidden_dropout_prob)(rel_embeddings, deterministic=deterministic)
             rel = rel[: 2 * cfg.attention_span].astype(dt)
+            shift = gather_relative_to_absolute if self.exportable else shift_relative_to_absolute
             c2p_rows, p2c_rows = relative_rows(seq_len, cfg.attention_span, cfg.position_buckets,
                                                cfg.max_relative_distance)
             if "c2p" in cfg.pos_att_type:
                 pos_key_proj = key_proj if cfg.share_att_key else projection("pos_key_proj")
                 pos_key = split_heads(pos_key_proj(rel[c2p_rows]))  # (h, 2T-1, d)
                 c2p = einsum_f32("bhqd,hrd->bhqr", query, pos_key)
-                scores = scores + shift_relative_to_absolute(c2p) / scale
+                scores = scores + shift(c2p) / scale
             if "p2c" in cfg.pos_att_type:
                 pos_query_proj = query_proj if cfg.share_att_key else projection("pos_query_proj")
                 pos_query = split_heads(pos_query_proj(rel[p2c_rows]))
                 p2c = einsum_f32("bhkd,hrd->bhkr", key, pos_query)
-                scores = scores + jnp.swapaxes(shift_relative_to_absolute(p2c), -1, -2) / scale
+                scores = scores + jnp.swapaxes(shift(p2c), -1, -2) / scale
 
         scores = jnp.where(pair_mask, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(dt)
@@ -253,10 +266,11 @@ class DenseResidualNorm(DebertaModule):
 
 
 class DebertaAttention(DebertaModule):
+    exportable: bool = False  # see DisentangledSelfAttention
 
     @nn.compact
     def __call__(self, hidden, pair_mask, rel_embeddings, deterministic: bool = True):
-        context = DisentangledSelfAttention(self.config, self.dtype, self.param_dtype, name="self")(
+        context = DisentangledSelfAttention(self.config, self.dtype, self.param_dtype, self.exportable, name="self")(
             hidden, pair_mask, rel_embeddings, deterministic
         )
         return DenseResidualNorm(self.config, self.dtype, self.param_dtype, "heads", name="output")(
@@ -276,10 +290,12 @@ class DebertaIntermediate(DebertaModule):
 class DebertaLayer(DebertaModule):
     """One transformer block: disentangled attention, then the feed-forward block."""
 
+    exportable: bool = False  # see DisentangledSelfAttention
+
     @nn.compact
     def __call__(self, hidden, pair_mask, rel_embeddings, deterministic: bool = True):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
-        attended = DebertaAttention(cfg, dt, pdt, name="attention")(hidden, pair_mask, rel_embeddings, deterministic)
+        attended = DebertaAttention(cfg, dt, pdt, self.exportable, name="attention")(hidden, pair_mask, rel_embeddings, deterministic)
         inner = DebertaIntermediate(cfg, dt, pdt, name="intermediate")(attended)
         return DenseResidualNorm(cfg, dt, pdt, "mlp", name="output")(inner, attended, deterministic)
 
@@ -288,11 +304,12 @@ class _ScannedLayer(DebertaModule):
     """`DebertaLayer` in the (carry, x) -> (carry, y) form `nn.scan` needs."""
 
     remat: bool = False
+    exportable: bool = False
 
     @nn.compact
     def __call__(self, hidden, pair_mask, rel_embeddings, deterministic: bool):
         layer_cls = nn.remat(DebertaLayer, static_argnums=(4,)) if self.remat else DebertaLayer
-        out = layer_cls(self.config, self.dtype, self.param_dtype, name="layer")(
+        out = layer_cls(self.config, self.dtype, self.param_dtype, self.exportable, name="layer")(
             hidden, pair_mask, rel_embeddings, deterministic
         )
         return out, out
@@ -329,6 +346,7 @@ class DebertaEncoder(DebertaModule):
 
     remat: bool = False
     scan_layers: bool = False
+    exportable: bool = False  # see DisentangledSelfAttention
 
     @nn.compact
     def __call__(self, embeddings, attention_mask, deterministic: bool = True, output_hidden_states: bool = False):
@@ -348,7 +366,7 @@ class DebertaEncoder(DebertaModule):
         first_scanned = cfg.scanned_layers_start if self.scan_layers else cfg.num_hidden_layers
         layer_cls = nn.remat(DebertaLayer, static_argnums=(4,)) if self.remat else DebertaLayer
         for i in range(first_scanned):
-            hidden = layer_cls(cfg, dt, pdt, name=f"layer_{i}")(hidden, pair_mask, rel_embeddings, deterministic)
+            hidden = layer_cls(cfg, dt, pdt, self.exportable, name=f"layer_{i}")(hidden, pair_mask, rel_embeddings, deterministic)
             if i == 0 and cfg.conv_kernel_size > 0:
                 hidden = ConvLayer(cfg, dt, pdt, name="conv")(embeddings, hidden, attention_mask, deterministic)
             states.append(hidden)
@@ -362,7 +380,7 @@ class DebertaEncoder(DebertaModule):
                 length=cfg.num_hidden_layers - first_scanned,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
-            hidden, stacked = scan(cfg, dt, pdt, self.remat, name="layers")(
+            hidden, stacked = scan(cfg, dt, pdt, self.remat, self.exportable, name="layers")(
                 hidden, pair_mask, rel_embeddings, deterministic
             )
             states.extend(stacked[i] for i in range(stacked.shape[0]))
@@ -413,10 +431,12 @@ class DebertaV2Model(DebertaModule):
     `attention_mask`, and `position_ids` restarting at 0 per example. Relative positions need
     nothing more: within a segment, i - j is the distance inside the example. The conv branch
     (DeBERTa-v2) would mix neighbouring examples, so it refuses packed rows.
+    `exportable`: formulations ONNX export needs where they are slower (see DisentangledSelfAttention).
     """
 
     remat: bool = False
     scan_layers: bool = False
+    exportable: bool = False
 
     @nn.compact
     def __call__(
@@ -437,7 +457,7 @@ class DebertaV2Model(DebertaModule):
             input_ids, attention_mask, token_type_ids, deterministic, position_ids
         )
         return DebertaEncoder(
-            self.config, self.dtype, self.param_dtype, self.remat, self.scan_layers, name="encoder"
+            self.config, self.dtype, self.param_dtype, self.remat, self.scan_layers, self.exportable, name="encoder"
         )(embeddings, attention_mask, deterministic, output_hidden_states)
 
 

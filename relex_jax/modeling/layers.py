@@ -70,7 +70,7 @@ def reverse_within_length(x: jax.Array, index: jax.Array) -> jax.Array:
 
 def within_length_reversal(lengths: jax.Array, width: int) -> jax.Array:
     """(B, W) index t -> len-1-t for t < len, t itself on padding: reverses each row's real prefix."""
-    t = jnp.arange(width)
+    t = jax.lax.iota(jnp.int32, width)
     return jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
 
 
@@ -127,7 +127,7 @@ class BiLSTM(nn.Module):
     def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
         width = x.shape[1]
         lengths = jnp.clip(lengths.astype(jnp.int32), 0, width)
-        mask = jnp.arange(width)[None, :] < lengths[:, None]
+        mask = jax.lax.iota(jnp.int32, width)[None, :] < lengths[:, None]
         reversal = within_length_reversal(lengths, width)
         x = jnp.where(mask[..., None], x, 0).astype(self.dtype)
         for k in range(self.num_layers):

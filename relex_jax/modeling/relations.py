@@ -39,26 +39,35 @@ def passing_spans(entity_logits, span_mask, class_mask, threshold):
     return (probs.max(-1) > threshold) & span_mask
 
 
-def select_entities(entity_logits, span_mask, class_mask, threshold, max_entities: int):
+def select_entities(entity_logits, span_mask, class_mask, threshold, max_entities: int, scatter: bool = True):
     """Spans that pass (`passing_spans`), packed in gliner's order.
 
     entity_logits (B, W, K, C), span_mask (B, W, K), class_mask (B, C). Returns the flat span
     indices l*K+k (B, E) in increasing order (gliner's (start, width) order), their mask (B, E)
     and the number of spans that passed per row (B,): a count above E means the cap cut the
     selection and the caller must retry with a larger one.
+
+    `scatter=False` selects the same spans without `jnp.nonzero`, whose batched scatter ONNX
+    converters cannot express: the e-th passing span's index is the number of spans before it
+    in which fewer than e+1 spans have passed (a comparison and a sum over (B, N, E)).
     """
     batch = entity_logits.shape[0]
     keep = passing_spans(entity_logits, span_mask, class_mask, threshold).reshape(batch, -1)
     count = keep.sum(-1)
-    index = jax.vmap(lambda row: jnp.nonzero(row, size=max_entities, fill_value=0)[0])(keep)
-    mask = jnp.arange(max_entities)[None, :] < count[:, None]
+    slots = jax.lax.iota(jnp.int32, max_entities)
+    mask = slots[None, :] < count[:, None]
+    if scatter:
+        index = jax.vmap(lambda row: jnp.nonzero(row, size=max_entities, fill_value=0)[0])(keep)
+    else:
+        passed = jnp.cumsum(keep.astype(jnp.int32), axis=-1)  # (B, N) spans passed up to and including n
+        index = jnp.where(mask, (passed[:, :, None] <= slots[None, None, :]).sum(1, dtype=jnp.int32), 0)
     return index.astype(jnp.int32), mask, count
 
 
 def all_pairs_mask(entity_mask):
     """(B, E) -> (B, E, E): ordered pairs of real entities, i != j."""
-    size = entity_mask.shape[-1]
-    return entity_mask[:, :, None] & entity_mask[:, None, :] & ~jnp.eye(size, dtype=bool)[None]
+    slots = jax.lax.iota(jnp.int32, entity_mask.shape[-1])  # iotas, not a boolean `jnp.eye` (no ONNX EyeLike)
+    return entity_mask[:, :, None] & entity_mask[:, None, :] & (slots[:, None] != slots[None, :])[None]
 
 
 def pair_representations(pair_mlp, entities, deterministic: bool = True):
@@ -83,7 +92,8 @@ def pair_chunk_rows(size: int, width: int, chunk_elements: int | None = None) ->
 
 
 def relation_logits(
-    pair_mlp, entities, relation_prompts, deterministic: bool = True, chunk_elements: int | None = None
+    pair_mlp, entities, relation_prompts, deterministic: bool = True, chunk_elements: int | None = None,
+    chunked: bool = True,
 ):
     """Relation logits (B, E, E, R) = pair_rep(i, j) . relation_prompt(r), factorised.
 
@@ -93,6 +103,7 @@ def relation_logits(
     chunk is rematerialised under differentiation: its backward pass recomputes the block instead of
     storing one per chunk, which would bring the E^2 memory back. Dropout gets one key per chunk: a
     key drawn inside the mapped body is traced once and would give every chunk the same mask.
+    `chunked=False` (ONNX export: a symbolic E would need a symbolic padding) is always one einsum.
     """
     batch, size, d = entities.shape
     first = pair_mlp.hidden
@@ -105,6 +116,8 @@ def relation_logits(
         hidden = pair_mlp.activate(pre, deterministic, rng)
         return jnp.einsum("bijh,bhr->bijr", hidden, folded) + offset[:, None, None, :]
 
+    if not chunked:
+        return score(heads)
     rows = pair_chunk_rows(size, heads.shape[-1], chunk_elements)
     if not jax.export.is_symbolic_dim(size) and rows == size:
         return score(heads)

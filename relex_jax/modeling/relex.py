@@ -128,6 +128,19 @@ def pool_words(tokens, slots, num_texts: int, num_words: int, mode: str):
     return pooled[:-1].reshape(num_texts, num_words, dim)
 
 
+def pool_row_words(tokens, words_mask, num_words: int, mode: str):
+    """`pool_words` for one text per row (`score_spans`), as a contraction with a (B, T, W) one-hot
+    of the words instead of a segment sum, whose scatter ONNX converters cannot express with
+    symbolic sizes (`RelexModule.exportable`). first, last and mean; max has no such form here."""
+    if mode == "max":
+        raise ValueError("subtoken_pooling='max' cannot be exported yet (ONNX): first, last and mean can")
+    hits = (words_mask[:, :, None] == jax.lax.iota(jnp.int32, num_words)[None, None, :] + 1).astype(tokens.dtype)
+    pooled = jnp.einsum("btw,btd->bwd", hits, tokens)
+    if mode == "mean":
+        pooled = pooled / jnp.maximum(hits.sum(1), 1)[..., None]
+    return pooled
+
+
 def gather_prompts(tokens, flat_index, prompt_mask):
     """Prompt vectors (N, P, D) at flat positions `flat_index` (N, P) of the (rows*T) token grid;
     padded slots are 0."""
@@ -158,12 +171,19 @@ class RelexModule(nn.Module):
     param_dtype: Dtype = jnp.float32
     remat: bool = False
     scan_layers: bool = False
+    # Formulations ONNX converters can express, in place of the jitted path's, which stays as it
+    # was: entity selection without a scatter (measured slower under jit:
+    # benchmarks/select_entities.py), word pooling as a contraction, one pair-score einsum (no
+    # chunks: memory grows as E^2), DeBERTa's relative shift as a gather, HolE's spectrum as a
+    # contraction. Same outputs up to float rounding. Set by `relex_jax.export` only.
+    exportable: bool = False
 
     def setup(self):
         cfg, dt, pdt = self.config, self.dtype, self.param_dtype
         enc, d = cfg.encoder, cfg.hidden_size
         backbone_cls = ENCODERS[config_model_type(enc)].module_cls  # DebertaV2Model or BertModel
-        self.backbone = backbone_cls(enc, dt, pdt, remat=self.remat, scan_layers=self.scan_layers)
+        self.backbone = backbone_cls(enc, dt, pdt, remat=self.remat, scan_layers=self.scan_layers,
+                                     exportable=self.exportable)
         if cfg.fuse_layers:
             self.layers_fuser = LayersFuser(enc.num_hidden_layers, enc.hidden_size, dt, pdt)
         if d != enc.hidden_size:
@@ -175,7 +195,7 @@ class RelexModule(nn.Module):
         if cfg.triples_layer is None:
             self.pair_rep = ProjectionMLP(2 * d, d, cfg.dropout, dt, pdt)
         else:  # gliner builds its TriplesScoreLayer at dim 768 whatever D is
-            self.triples = TripleScorer(cfg.triples_layer, TRIPLES_DIM, dt, pdt)
+            self.triples = TripleScorer(cfg.triples_layer, TRIPLES_DIM, dt, pdt, exportable=self.exportable)
         if cfg.has_adjacency_head:
             self.adjacency = AdjacencyHead(cfg.relations_layer, d, dt, pdt)
 
@@ -213,10 +233,10 @@ class RelexModule(nn.Module):
         text pass `threshold` (what the relation stage's cap E must hold). One text per row."""
         batch, seq_len = input_ids.shape
         tokens = self.encode(input_ids, attention_mask, deterministic)
-        rows = jnp.broadcast_to(jnp.arange(batch)[:, None], words_mask.shape)
+        rows = jnp.broadcast_to(jax.lax.iota(jnp.int32, batch)[:, None], words_mask.shape)
         if self.config.subtoken_pooling in ("mean", "max"):  # every sub-token counts: only attended ones
             words_mask = jnp.where(attention_mask.astype(bool), words_mask, 0)
-        row_start = (jnp.arange(batch) * seq_len)[:, None]
+        row_start = (jax.lax.iota(jnp.int32, batch) * seq_len)[:, None]
         return self._score_tokens(
             tokens, words_mask, rows, text_lengths, span_mask, entity_prompt_index + row_start, entity_prompt_mask,
             relation_prompt_index + row_start, relation_prompt_mask, threshold, deterministic, keep_prompts=keep_prompts,
@@ -244,6 +264,8 @@ class RelexModule(nn.Module):
         """`score_spans` on packed rows (`relex_jax.data.packing.PackedBatch`): the encoder runs
         on the (rows, T) grid with block-diagonal attention, then everything is per text (N),
         except, with a word list, the span stage (`_flat_span_scores`)."""
+        if self.exportable:
+            raise ValueError("packed rows are not exported (RelexModule.exportable)")
         tokens = self.encode(input_ids, None, deterministic, segment_ids, position_ids)
         flat = None if word_texts is None else (word_texts, word_positions)
         return self._score_tokens(
@@ -257,11 +279,14 @@ class RelexModule(nn.Module):
         """The first stage after the encoder, per text: words, prompts, spans, entity logits.
         Prompt indices are flat positions in the (rows * T) token grid."""
         num_texts, num_words = span_mask.shape[:2]
-        slots = word_slots(words_mask, token_texts, num_texts, num_words)
         entity_prompts = self.prompt_rep(gather_prompts(tokens, entity_prompt_index, entity_prompt_mask), deterministic)
         relation_prompts = gather_prompts(tokens, relation_prompt_index, relation_prompt_mask)  # unprojected
 
-        words = pool_words(tokens, slots, num_texts, num_words, self.config.subtoken_pooling)
+        if self.exportable:  # one text per row: `score_spans` (`score_packed_spans` refuses it)
+            words = pool_row_words(tokens, words_mask, num_words, self.config.subtoken_pooling)
+        else:
+            slots = word_slots(words_mask, token_texts, num_texts, num_words)
+            words = pool_words(tokens, slots, num_texts, num_words, self.config.subtoken_pooling)
         if self.config.num_rnn_layers > 0:
             words = self.rnn(words, text_lengths)
 
@@ -321,7 +346,8 @@ class RelexModule(nn.Module):
         """
         if entity_index is None:
             index, entity_mask, count = select_entities(
-                scores.entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities
+                scores.entity_logits, span_mask, entity_prompt_mask.astype(bool), threshold, max_entities,
+                scatter=not self.exportable,
             )
         else:
             if entity_mask is None:
@@ -340,7 +366,8 @@ class RelexModule(nn.Module):
         if gold_pair_mask is not None:
             pair_mask &= gold_pair_mask.astype(bool)
         if self.config.triples_layer is None:
-            rel_logits = relation_logits(self.pair_rep, entities, scores.relation_prompts, deterministic)
+            rel_logits = relation_logits(self.pair_rep, entities, scores.relation_prompts, deterministic,
+                                         chunked=not self.exportable)
         else:
             rel_logits = self.triples(entities, scores.relation_prompts, entities, deterministic)
         return RelexOutput(scores.entity_logits, index, entity_mask, count, entities, pair_mask, rel_logits, adjacency)

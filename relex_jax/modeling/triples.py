@@ -27,6 +27,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from relex_jax.config import TRIPLES_MODES
 from relex_jax.modeling.mlp import Linear
@@ -97,6 +98,20 @@ def _rel(x):  # (B, R, D) -> broadcastable over (head, tail)
 def _with_rel(entities, relations):
     """Element-wise product per (entity, relation): (B, E, D) x (B, R, D) -> (B, E, R, D)."""
     return entities[:, :, None] * relations[:, None]
+
+
+def _spectrum(x, exportable: bool = False):
+    """rfft(x) along the last axis in float32, as (real, imaginary) parts. `exportable`: as a
+    contraction with the DFT's cosines and sines, since jax2onnx 0.17 writes an rfft graph that
+    onnxruntime refuses to load (O(D^2) per vector instead of O(D log D); the pair contraction
+    dominates either way)."""
+    x = x.astype(jnp.float32)
+    if not exportable:
+        spectrum = jnp.fft.rfft(x, axis=-1)
+        return spectrum.real, spectrum.imag
+    n = x.shape[-1]
+    angle = 2 * np.pi * np.outer(np.arange(n), np.arange(n // 2 + 1)) / n
+    return x @ np.cos(angle).astype(np.float32), -(x @ np.sin(angle).astype(np.float32))
 
 
 def _eye(key, shape, dtype=jnp.float32):
@@ -183,6 +198,7 @@ class TripleScorer(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     dropout_rate: float | None = None  # None: gliner's rate for the mode (TuckER 0.2, ConvKB 0.3)
+    exportable: bool = False  # HolE's spectrum as a contraction (ONNX export, see `_spectrum`)
 
     def __post_init__(self):
         if self.mode == "ConvE":
@@ -298,14 +314,19 @@ class TripleScorer(nn.Module):
         return self._hole(h, r, t)
 
     def _hole(self, h, r, t):
-        """sum_k r_k corr(h, t)_k, corr = irfft(conj(rfft h) rfft t), through the spectrum."""
+        """sum_k r_k corr(h, t)_k, corr = irfft(conj(rfft h) rfft t), through the spectrum, in
+        real and imaginary parts (ONNX has no complex numbers)."""
         n = h.shape[-1]
-        fh, fr, ft = (jnp.fft.rfft(x.astype(jnp.float32), axis=-1) for x in (h, r, t))
-        weight = jnp.full(fh.shape[-1], 2.0).at[0].set(1.0)
+        (hr, hi), (rr, ri), (tr, ti) = (_spectrum(x, self.exportable) for x in (h, r, t))
+        weight = np.full(hr.shape[-1], 2.0, np.float32)
+        weight[0] = 1.0
         if n % 2 == 0:
-            weight = weight.at[-1].set(1.0)  # Nyquist bin
-        g = jnp.conj(_with_rel(fh, fr)) * weight / n  # (B, E, R, F)
-        return _contract(jnp.concatenate([g.real, -g.imag], axis=-1), jnp.concatenate([ft.real, ft.imag], axis=-1))
+            weight[-1] = 1.0  # Nyquist bin
+        weight /= n
+        # g = conj(fh fr) * weight, (B, E, R, F); score = sum(Re g Re ft - Im g Im ft)
+        g_real = (_with_rel(hr, rr) - _with_rel(hi, ri)) * weight
+        g_imag = -(_with_rel(hr, ri) + _with_rel(hi, rr)) * weight
+        return _contract(jnp.concatenate([g_real, -g_imag], axis=-1), jnp.concatenate([tr, ti], axis=-1))
 
     # -- neural ----------------------------------------------------------------------------------
 
