@@ -58,6 +58,7 @@ from relex_jax.runtime import (  # the export's file contract
     RELATION_INPUTS,
     SCORE_FIELDS,
     SPAN_INPUTS,
+    read_export_info,
 )
 
 FORMATS = ("stablehlo", "onnx")
@@ -258,13 +259,7 @@ class ExportedRelexModel(RelexModel):
 def load_stablehlo(path: str | os.PathLike) -> ExportedRelexModel:
     """The model `export_model` wrote to `path`, running its exported programs."""
     path = Path(path)
-    info_file = path / EXPORT_INFO
-    if not info_file.is_file():
-        raise FileNotFoundError(f"{path} has no {EXPORT_INFO}: not a directory written by export_model")
-    info = json.loads(info_file.read_text())
-    if info.get("format") != "stablehlo" or info.get("export_version") != EXPORT_VERSION:
-        raise ValueError(f"{path} holds export format {info.get('format')!r} version {info.get('export_version')!r}; "
-                         f"this relex-jax reads stablehlo version {EXPORT_VERSION}")
+    read_export_info(path, "stablehlo")
     base = RelexModel.from_pretrained(path, devices=jax.local_devices()[:1])
     programs = tuple(export.deserialize(bytearray((path / name).read_bytes())) for name in (SPAN_STAGE, RELATION_STAGE))
     return ExportedRelexModel(base.config, base.module, base.variables, base.tokenizer, base.model_dir,

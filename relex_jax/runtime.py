@@ -65,13 +65,7 @@ class OnnxRelexModel(Extractor):
         except ImportError:
             raise ImportError(f"OnnxRelexModel needs onnxruntime, which is not installed: {RUNTIME_INSTALL}") from None
         path = Path(path)
-        info_file = path / EXPORT_INFO
-        if not info_file.is_file():
-            raise FileNotFoundError(f"{path} has no {EXPORT_INFO}: not a directory written by relex-jax export")
-        info = json.loads(info_file.read_text())
-        if info.get("format") != "onnx" or info.get("export_version") != EXPORT_VERSION:
-            raise ValueError(f"{path} holds export format {info.get('format')!r} version "
-                             f"{info.get('export_version')!r}; OnnxRelexModel reads onnx version {EXPORT_VERSION}")
+        read_export_info(path, "onnx")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -100,6 +94,18 @@ class OnnxRelexModel(Extractor):
         out = _run(relation, feeds)
         return scores, types.SimpleNamespace(entity_logits=scores["entity_logits"], **out)
 
+
+def read_export_info(path: Path, format: str) -> dict:
+    """`path`'s export.json, refused unless `relex-jax export --format FORMAT` wrote it in this
+    release's layout (a file missing or of another format or version is one clear error)."""
+    info_file = path / EXPORT_INFO
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{path} has no {EXPORT_INFO}: not a directory written by relex-jax export")
+    info = json.loads(info_file.read_text())
+    if info.get("format") != format or info.get("export_version") != EXPORT_VERSION:
+        raise ValueError(f"{path} holds export format {info.get('format')!r} version {info.get('export_version')!r}; "
+                         f"this reads {format} version {EXPORT_VERSION}")
+    return info
 
 def _run(session, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
     """One session's outputs by name, its inputs taken from `feeds` in the dtypes it declares."""

@@ -67,5 +67,5 @@ def test_export_cli_rejects_bad_input(exported, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     assert cli.main(["export", str(jitted.model_dir), str(tmp_path / "taken")]) == 2
     assert "exists" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="not a directory written by export_model"):
+    with pytest.raises(FileNotFoundError, match="not a directory written by relex-jax export"):
         load_stablehlo(jitted.model_dir)
